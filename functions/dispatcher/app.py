@@ -1,0 +1,40 @@
+"""Dispatch queue -> fan a campaign's audience out to the send queue, page by page."""
+
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from smsinvite.dispatch import Dispatcher, DispatchRequest
+from smsinvite.observability import instrumented, logger
+from smsinvite.queues import Queue
+from smsinvite.settings import Settings
+from smsinvite.store import Store
+
+# Leave room to queue the continuation before the invocation is cut off.
+SAFETY_MARGIN_MS = 10_000
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord, context) -> None:
+    settings = Settings.from_env()
+    request = DispatchRequest.model_validate(json.loads(record.body))
+    dispatcher = Dispatcher(Store(settings), Queue(settings.send_queue_url), page_size=settings.dispatch_page_size)
+    cursor, queued = request.cursor, 0
+    while True:
+        page = dispatcher.dispatch_page(request.campaign_id, cursor)
+        queued, cursor = queued + page.queued, page.next_cursor
+        if cursor is None:
+            logger.info("dispatch complete", extra={"campaign_id": request.campaign_id, "queued": queued})
+            return
+        if context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
+            Queue(settings.dispatch_queue_url).send({"campaign_id": request.campaign_id, "cursor": cursor})
+            logger.info("dispatch continues in a new invocation", extra={"queued": queued})
+            return
+
+
+@instrumented
+def lambda_handler(event: dict, context) -> dict:
+    return process_partial_response(
+        event=event, record_handler=lambda record: record_handler(record, context), processor=processor, context=context
+    )

@@ -1,0 +1,1 @@
+"""smsinvite: survey invitations by SMS."""

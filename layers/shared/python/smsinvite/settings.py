@@ -1,0 +1,111 @@
+"""One settings object, read from the environment and validated on every call.
+
+Lambda sets these variables from template.yaml; the local stack sets the same ones from the same
+template. Reading them per call (it is cheap) keeps no state between invocations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from smsinvite.errors import ConfigurationError
+
+_TABLES = {
+    "campaigns_table": "CAMPAIGNS_TABLE",
+    "recipients_table": "RECIPIENTS_TABLE",
+    "imports_table": "IMPORTS_TABLE",
+    "codes_table": "CODES_TABLE",
+    "suppressions_table": "SUPPRESSIONS_TABLE",
+    "inbox_table": "INBOX_TABLE",
+    "idempotency_table": "IDEMPOTENCY_TABLE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    campaigns_table: str
+    recipients_table: str
+    imports_table: str
+    codes_table: str
+    suppressions_table: str
+    inbox_table: str
+    idempotency_table: str
+    imports_bucket: str
+    send_queue_url: str
+    dispatch_queue_url: str
+    aws_region: str
+    twilio_account_sid: str
+    twilio_auth_token_secret: str
+    twilio_messaging_service_sid: str
+    twilio_from_number: str
+    public_webhook_base_url: str
+    sender_ceiling_per_second: int
+    # Empty in AWS. Locally, the Twilio simulator's base URL: the SDK is pointed at it, nothing else changes.
+    twilio_api_base_url: str = ""
+    twilio_timeout_seconds: float = 5.0
+    # Recipients whose send outcome is unknown are reconciled only after Twilio's list has caught up.
+    reconcile_grace_seconds: int = 120
+    dispatch_page_size: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                problems.append(f"{name} is not set")
+            return value
+
+        def number(name: str, default: str, kind=int):
+            raw = env.get(name, default).strip() or default
+            try:
+                value = kind(raw)
+            except ValueError:
+                problems.append(f"{name} must be a number, got {raw!r}")
+                return kind(default)
+            if value <= 0:
+                problems.append(f"{name} must be positive, got {raw!r}")
+            return value
+
+        values = {field: required(var) for field, var in _TABLES.items()}
+        settings = cls(
+            **values,
+            imports_bucket=required("IMPORTS_BUCKET"),
+            send_queue_url=required("SEND_QUEUE_URL"),
+            dispatch_queue_url=required("DISPATCH_QUEUE_URL"),
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            twilio_account_sid=required("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token_secret=required("TWILIO_AUTH_TOKEN_SECRET"),
+            twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID", "").strip(),
+            twilio_from_number=env.get("TWILIO_FROM_NUMBER", "").strip(),
+            public_webhook_base_url=env.get("PUBLIC_WEBHOOK_BASE_URL", "").strip().rstrip("/"),
+            sender_ceiling_per_second=number("SENDER_CEILING_PER_SECOND", "10"),
+            twilio_api_base_url=env.get("TWILIO_API_BASE_URL", "").strip().rstrip("/"),
+            twilio_timeout_seconds=number("TWILIO_TIMEOUT_SECONDS", "5", float),
+            reconcile_grace_seconds=number("RECONCILE_GRACE_SECONDS", "120"),
+            dispatch_page_size=number("DISPATCH_PAGE_SIZE", "100"),
+        )
+        sid = settings.twilio_account_sid
+        if sid and not (sid.startswith("AC") and len(sid) == 34):
+            problems.append("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
+        if settings.public_webhook_base_url and not settings.public_webhook_base_url.startswith(
+            ("https://", "http://127.0.0.1", "http://localhost")
+        ):
+            problems.append("PUBLIC_WEBHOOK_BASE_URL must be an https:// URL")
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        return settings
+
+    def require_webhook_base_url(self) -> str:
+        """Signatures and callback URLs need the public URL; refuse to guess it from the request."""
+        if not self.public_webhook_base_url:
+            raise ConfigurationError("PUBLIC_WEBHOOK_BASE_URL is not set (deploy parameter PublicWebhookBaseUrl)")
+        return self.public_webhook_base_url
+
+    @property
+    def default_sender(self) -> str:
+        return self.twilio_messaging_service_sid or self.twilio_from_number

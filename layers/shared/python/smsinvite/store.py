@@ -1,0 +1,220 @@
+"""Storage adapter: every DynamoDB read and write the domain needs, behind named operations.
+
+A recipient's status changes in one transaction with the campaign's per-status counters, under a
+condition on the status it had when read. A change that lost a race is re-read and decided again,
+so counters move exactly once per real transition, however often a callback is delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
+
+from smsinvite.errors import Conflict, NotFound
+from smsinvite.phones import Phone
+from smsinvite.settings import Settings
+from smsinvite.status import Status, moves_forward
+from smsinvite.tables import CampaignRecord, RecipientRecord, Tables, counter, tables
+
+UNRESOLVED_SHARDS = 4
+_MAX_RACE_RETRIES = 8
+
+
+def unresolved_shard(recipient_id: str) -> str:
+    return str(int(recipient_id[:8], 16) % UNRESOLVED_SHARDS)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def recipient_id_for(campaign_id: str, e164: str) -> str:
+    """Deterministic, so the same number in one campaign is one item; opaque, so URLs carry no number."""
+    return hashlib.blake2b(e164.encode(), key=campaign_id.encode()[:64], digest_size=12).hexdigest()
+
+
+def _is_condition_failure(exc: Exception) -> bool:
+    if isinstance(exc, TransactWriteError):
+        return any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons)
+    cause = getattr(exc, "cause_response_code", None)
+    return cause == "ConditionalCheckFailedException"
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.t: Tables = tables(settings)
+
+    # ------------------------------------------------------------------ campaigns
+    def create_campaign(self, campaign: CampaignRecord) -> None:
+        try:
+            campaign.save(condition=self.t.campaigns.campaign_id.does_not_exist())
+        except PutError as exc:
+            if _is_condition_failure(exc):
+                raise Conflict(f"campaign {campaign.campaign_id} already exists") from None
+            raise
+
+    def campaign(self, campaign_id: str) -> CampaignRecord:
+        try:
+            return self.t.campaigns.get(campaign_id, consistent_read=True)
+        except DoesNotExist:
+            raise NotFound(f"campaign {campaign_id} does not exist") from None
+
+    def new_campaign(self, **attributes) -> CampaignRecord:
+        now = utcnow()
+        return self.t.campaigns(created_at=now, updated_at=now, **attributes)
+
+    def add_counts(self, campaign_id: str, deltas: Mapping[Status, int]) -> None:
+        actions = [counter(self.t.campaigns, status).add(n) for status, n in deltas.items() if n]
+        if actions:
+            self.t.campaigns(campaign_id).update(actions=actions)
+
+    def save_dispatch_cursor(self, campaign_id: str, cursor: str | None, dispatched: int) -> None:
+        campaigns = self.t.campaigns
+        cursor_action = campaigns.dispatch_cursor.set(cursor) if cursor else campaigns.dispatch_cursor.remove()
+        campaigns(campaign_id).update(actions=[cursor_action, campaigns.dispatched.add(dispatched)])
+
+    # ------------------------------------------------------------------ recipients
+    def recipient(self, campaign_id: str, recipient_id: str) -> RecipientRecord:
+        try:
+            return self.t.recipients.get(campaign_id, recipient_id, consistent_read=True)
+        except DoesNotExist:
+            raise NotFound("recipient does not exist") from None
+
+    def add_recipient(
+        self, campaign_id: str, phone: Phone, fields: Mapping[str, str], *, import_id: str, row_number: int
+    ) -> bool:
+        """Store a new recipient; False when the campaign already has this number (first one wins)."""
+        record = self.t.recipients(
+            campaign_id,
+            recipient_id_for(campaign_id, phone.e164),
+            phone=phone.e164,
+            region=phone.region,
+            line_type=phone.line_type.value,
+            fields=dict(fields),
+            import_id=import_id,
+            row_number=row_number,
+            updated_at=utcnow(),
+        )
+        campaigns = self.t.campaigns
+        try:
+            with TransactWrite(connection=self._connection()) as transaction:
+                transaction.save(record, condition=self.t.recipients.recipient_id.does_not_exist())
+                transaction.update(campaigns(campaign_id), actions=[counter(campaigns, Status.IMPORTED).add(1)])
+        except TransactWriteError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def recipients_page(
+        self, campaign_id: str, *, cursor: dict | None, limit: int
+    ) -> tuple[list[RecipientRecord], dict | None]:
+        query = self.t.recipients.query(
+            campaign_id, limit=limit, last_evaluated_key=cursor, consistent_read=True
+        )
+        page = list(query)
+        return page, query.last_evaluated_key
+
+    def unresolved_recipients(self, *, claimed_before: str) -> Iterator[RecipientRecord]:
+        """Recipients claimed for a send whose outcome was never recorded (unknown, or the sender died)."""
+        for shard in range(UNRESOLVED_SHARDS):
+            yield from self.t.recipients.by_unresolved.query(
+                str(shard), self.t.recipients.claimed_at < claimed_before
+            )
+
+    def transition(
+        self,
+        recipient: RecipientRecord,
+        new: Status,
+        *,
+        owned_by: str | None = None,
+        backward_from: tuple[Status, ...] = (),
+        **changes,
+    ) -> RecipientRecord | None:
+        """Move a recipient to `new`, with its counters, if the move is still allowed when written.
+
+        Forward moves only, except the pre-send resets named in `backward_from` (a released claim,
+        an unknown that Twilio confirmed it never received). With `owned_by`, only the send attempt
+        that claimed the recipient may move it. Returns the re-read recipient, or None if refused.
+        """
+        current = recipient
+        for _ in range(_MAX_RACE_RETRIES):
+            old = Status(current.status)
+            allowed = moves_forward(old, new) or old in backward_from
+            if not allowed or (owned_by is not None and current.attempt_id != owned_by):
+                return None
+            if self._write_transition(current, old, new, owned_by, changes):
+                return self.recipient(current.campaign_id, current.recipient_id)
+            current = self.recipient(current.campaign_id, current.recipient_id)
+        raise Conflict("recipient status kept changing; giving up this attempt")
+
+    def _write_transition(self, current, old: Status, new: Status, owned_by, changes: dict) -> bool:
+        recipients, campaigns = self.t.recipients, self.t.campaigns
+        actions = [
+            recipients.status.set(new.value),
+            recipients.status_rank.set(new.rank),
+            recipients.updated_at.set(utcnow()),
+        ]
+        for name, value in changes.items():
+            attribute = getattr(recipients, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        condition = recipients.status == old.value
+        if owned_by is not None:
+            condition &= recipients.attempt_id == owned_by
+        try:
+            with TransactWrite(connection=self._connection()) as transaction:
+                transaction.update(
+                    recipients(current.campaign_id, current.recipient_id), actions=actions, condition=condition
+                )
+                transaction.update(
+                    campaigns(current.campaign_id),
+                    actions=[counter(campaigns, old).add(-1), counter(campaigns, new).add(1)],
+                )
+        except TransactWriteError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def set_message_sid(self, recipient: RecipientRecord, attempt_id: str, sid: str) -> None:
+        """Keep the SID even when a callback already moved the status past `queued`."""
+        recipients = self.t.recipients
+        try:
+            recipients(recipient.campaign_id, recipient.recipient_id).update(
+                actions=[recipients.message_sid.set(sid)], condition=recipients.attempt_id == attempt_id
+            )
+        except UpdateError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
+    def _connection(self) -> Connection:
+        return self.t.recipients._get_connection().connection
+
+    # ------------------------------------------------------------------ suppressions and inbox
+    def is_suppressed(self, phone: str) -> bool:
+        try:
+            self.t.suppressions.get(phone, consistent_read=True)
+        except DoesNotExist:
+            return False
+        return True
+
+    def suppress(self, phone: str, *, reason: str, source: str) -> None:
+        self.t.suppressions(phone, reason=reason, source=source, created_at=utcnow()).save()
+
+    def record_inbound(self, *, phone: str, to: str, body: str, message_sid: str, received_at: datetime) -> bool:
+        """Store an inbound reply once per MessageSid; False when it was already stored."""
+        inbox = self.t.inbox
+        record = inbox(phone, message_sid, received_at=received_at, to=to, body=body)
+        try:
+            record.save(condition=inbox.message_sid.does_not_exist())
+        except PutError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True

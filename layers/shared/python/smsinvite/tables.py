@@ -1,0 +1,175 @@
+"""The one table module: PynamoDB models for every table in template.yaml.
+
+Models are bound to table names from Settings at call time (not at import), so nothing touches
+DynamoDB or reads the environment on import, and tests can bind fresh names. Endpoints come from
+botocore's usual configuration (AWS_ENDPOINT_URL_DYNAMODB locally), never from code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from pynamodb.attributes import (
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from smsinvite.settings import Settings
+from smsinvite.status import Status
+
+
+class _ByPhone(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-phone"
+        projection = KeysOnlyProjection()
+
+    phone = UnicodeAttribute(hash_key=True)
+    campaign_id = UnicodeAttribute(range_key=True)
+
+
+class _ByUnresolved(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-unresolved"
+        projection = AllProjection()
+
+    unresolved_shard = UnicodeAttribute(hash_key=True)
+    claimed_at = UnicodeAttribute(range_key=True)
+
+
+class CampaignRecord(Model):
+    campaign_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    state = UnicodeAttribute(default="draft")
+    survey_url = UnicodeAttribute()
+    message_template = UnicodeAttribute()
+    sender = UnicodeAttribute(null=True)
+    default_region = UnicodeAttribute(default="US")
+    allow_landlines = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute()
+    dispatch_cursor = UnicodeAttribute(null=True)
+    dispatched = NumberAttribute(default=0)
+    # Live counts per status, changed with ADD in the same transaction as the recipient's status.
+    count_imported = NumberAttribute(default=0)
+    count_claimed = NumberAttribute(default=0)
+    count_unknown = NumberAttribute(default=0)
+    count_queued = NumberAttribute(default=0)
+    count_sending = NumberAttribute(default=0)
+    count_sent = NumberAttribute(default=0)
+    count_delivered = NumberAttribute(default=0)
+    count_undelivered = NumberAttribute(default=0)
+    count_failed = NumberAttribute(default=0)
+    count_skipped_opted_out = NumberAttribute(default=0)
+
+
+class RecipientRecord(Model):
+    campaign_id = UnicodeAttribute(hash_key=True)
+    recipient_id = UnicodeAttribute(range_key=True)
+    phone = UnicodeAttribute()
+    region = UnicodeAttribute(null=True)
+    line_type = UnicodeAttribute(null=True)
+    fields = MapAttribute(default=dict)
+    status = UnicodeAttribute(default=Status.IMPORTED.value)
+    status_rank = NumberAttribute(default=0)
+    attempt_id = UnicodeAttribute(null=True)
+    claimed_at = UnicodeAttribute(null=True)
+    unresolved_shard = UnicodeAttribute(null=True)
+    message_sid = UnicodeAttribute(null=True)
+    error_code = NumberAttribute(null=True)
+    failure_reason = UnicodeAttribute(null=True)
+    import_id = UnicodeAttribute(null=True)
+    row_number = NumberAttribute(null=True)
+    body_digest = UnicodeAttribute(null=True)
+    updated_at = UTCDateTimeAttribute(null=True)
+
+    by_phone = _ByPhone()
+    by_unresolved = _ByUnresolved()
+
+
+class ImportRecord(Model):
+    import_id = UnicodeAttribute(hash_key=True)
+    bucket = UnicodeAttribute()
+    key = UnicodeAttribute()
+    version = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    campaign_id = UnicodeAttribute(null=True)
+    state = UnicodeAttribute(default="running")
+    rows_processed = NumberAttribute(default=0)
+    outcomes = MapAttribute(default=dict)
+    reason = UnicodeAttribute(null=True)
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+
+
+class CodeRecord(Model):
+    code = UnicodeAttribute(hash_key=True)
+    campaign_id = UnicodeAttribute()
+    recipient_id = UnicodeAttribute(null=True)
+    expires_at = UTCDateTimeAttribute(null=True)
+    # TTL: DynamoDB deletes the code some time after it can no longer be used.
+    purge_at = NumberAttribute(null=True)
+
+
+class SuppressionRecord(Model):
+    phone = UnicodeAttribute(hash_key=True)
+    reason = UnicodeAttribute()
+    source = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class InboxRecord(Model):
+    phone = UnicodeAttribute(hash_key=True)
+    message_sid = UnicodeAttribute(range_key=True)
+    received_at = UTCDateTimeAttribute()
+    to = UnicodeAttribute()
+    body = UnicodeAttribute()
+    purge_at = NumberAttribute(null=True)
+
+
+@dataclass(frozen=True)
+class Tables:
+    campaigns: type[CampaignRecord]
+    recipients: type[RecipientRecord]
+    imports: type[ImportRecord]
+    codes: type[CodeRecord]
+    suppressions: type[SuppressionRecord]
+    inbox: type[InboxRecord]
+
+
+def tables(settings: Settings) -> Tables:
+    return _bind(
+        settings.aws_region,
+        settings.campaigns_table,
+        settings.recipients_table,
+        settings.imports_table,
+        settings.codes_table,
+        settings.suppressions_table,
+        settings.inbox_table,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _bind(
+    region: str, campaigns: str, recipients: str, imports: str, codes: str, suppressions: str, inbox: str
+) -> Tables:
+    def bound(model: type[Model], table_name: str):
+        meta = type("Meta", (), {"table_name": table_name, "region": region})
+        return type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
+
+    return Tables(
+        campaigns=bound(CampaignRecord, campaigns),
+        recipients=bound(RecipientRecord, recipients),
+        imports=bound(ImportRecord, imports),
+        codes=bound(CodeRecord, codes),
+        suppressions=bound(SuppressionRecord, suppressions),
+        inbox=bound(InboxRecord, inbox),
+    )
+
+
+def counter(campaigns: type[CampaignRecord], status: Status) -> NumberAttribute:
+    return getattr(campaigns, f"count_{status.value}")
