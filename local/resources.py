@@ -101,7 +101,9 @@ def create_resources(
     buckets = {
         logical_id: create_bucket(s3, template, logical_id) for logical_id in template.of_type("AWS::S3::Bucket")
     }
-    queues = {logical_id: create_queue(sqs, template, logical_id) for logical_id in _queues_in_dependency_order(template)}
+    queues = {
+        logical_id: create_queue(sqs, template, logical_id) for logical_id in _queues_in_dependency_order(template)
+    }
     secret_name = template.parameters["TwilioAuthTokenSecretName"]
     put_secret(secrets, secret_name, twilio_auth_token)
     return LocalResources(tables=tables, buckets=buckets, queues=queues, twilio_auth_token_secret=secret_name)
@@ -212,7 +214,8 @@ def create_bucket(s3, template: LocalStackTemplate, logical_id: str) -> str:
         s3.create_bucket(Bucket=name)  # us-east-1: no LocationConstraint
 
     if "OwnershipControls" in props:
-        s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={"Rules": props["OwnershipControls"]["Rules"]})
+        ownership = {"Rules": props["OwnershipControls"]["Rules"]}
+        s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=ownership)
     if "PublicAccessBlockConfiguration" in props:
         s3.put_public_access_block(
             Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
@@ -255,7 +258,9 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     }
     unknown = set(rule) - known
     if unknown:
-        raise NotImplementedError(f"lifecycle rule {rule.get('Id')}: the local stack does not translate {sorted(unknown)}")
+        raise NotImplementedError(
+            f"lifecycle rule {rule.get('Id')}: the local stack does not translate {sorted(unknown)}"
+        )
     result: dict[str, Any] = {"Status": rule["Status"], "Filter": {"Prefix": rule.get("Prefix", "")}}
     if "Id" in rule:
         result["ID"] = rule["Id"]

@@ -57,7 +57,7 @@ import org.eclipse.jetty.server.ServerConnector;
 import software.amazon.dynamodb.services.local.main.ServerRunner;
 import software.amazon.dynamodb.services.local.server.DynamoDBProxyServer;
 
-/** Starts DynamoDB Local on one host only: args are host, port (0 = any), port file, then DynamoDB Local's own options. */
+/** DynamoDB Local on one host only. Args: host, port (0 = any), port file, then DynamoDB Local's options. */
 public class LoopbackDynamoDBLocal {
     public static void main(String[] args) throws Exception {
         String host = args[0];
@@ -72,7 +72,8 @@ public class LoopbackDynamoDBLocal {
         parentWatch.setDaemon(true);
         parentWatch.start();
 
-        DynamoDBProxyServer proxy = ServerRunner.createServerFromCommandLineArgs(Arrays.copyOfRange(args, 3, args.length));
+        String[] options = Arrays.copyOfRange(args, 3, args.length);
+        DynamoDBProxyServer proxy = ServerRunner.createServerFromCommandLineArgs(options);
         Field field = DynamoDBProxyServer.class.getDeclaredField("server");
         field.setAccessible(true);
         Server server = (Server) field.get(proxy);
@@ -267,14 +268,17 @@ class DynamoDBLocal:
             "-disableTelemetry",
         ]
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,  # the launcher exits when this pipe closes, i.e. when we die
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=work_dir,
-                start_new_session=True,
-            )
+            try:
+                self._process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.PIPE,  # the launcher exits when this pipe closes, i.e. when we die
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=work_dir,
+                    start_new_session=True,  # its own process group, which stop() ends as a whole
+                )
+            except OSError as error:
+                raise DynamoDBLocalUnavailable(f"{java} could not run: {error.strerror}") from error
         atexit.register(self.stop)
         try:
             self.port = self._wait_for_port(port_file)

@@ -22,3 +22,46 @@ def load_event(name: str) -> dict:
 @pytest.fixture
 def event():
     return load_event
+
+
+@pytest.fixture(scope="session")
+def local_aws():
+    """DynamoDB Local and moto on 127.0.0.1 with every resource of template.yaml, for integration tests.
+
+    Yields the Settings the functions would read. Each test uses its own campaign ids.
+    """
+    import os
+
+    from local.resources import create_resources
+    from local.services import start_services
+    from local.template import LOCAL_REGION, LocalStackTemplate
+    from smsinvite.settings import Settings
+
+    services = start_services()
+    template = LocalStackTemplate(
+        {"TwilioAccountSid": "AC" + "1" * 32, "PublicWebhookBaseUrl": "https://hooks.example.com"},
+        sqs_endpoint=services.aws_endpoint,
+    )
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": services.aws_endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": services.dynamodb_endpoint,
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+    )
+    try:
+        create_resources(
+            template,
+            aws_endpoint=services.aws_endpoint,
+            dynamodb_endpoint=services.dynamodb_endpoint,
+            twilio_auth_token="integration-token",
+        )
+        environment = template.functions()[0].environment
+        yield Settings.from_env({**os.environ, **environment})
+    finally:
+        services.stop()
+        os.environ.clear()
+        os.environ.update(saved)

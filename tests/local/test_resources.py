@@ -63,6 +63,12 @@ def declared(template: LocalStackTemplate, logical_id: str) -> dict:
     return template.resolve(template.resources[logical_id]["Properties"])
 
 
+def dead_letter_queue_of(template: LocalStackTemplate, logical_id: str) -> str:
+    """The logical id behind a queue's `deadLetterTargetArn: !GetAtt X.Arn`."""
+    target = template.resources[logical_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
+    return target["Fn::GetAtt"][0]
+
+
 def listening_addresses(port: int) -> set[str]:
     """Addresses with a TCP socket in LISTEN on `port`, from /proc/net (Linux)."""
     addresses = set()
@@ -158,7 +164,8 @@ def test_queue_has_the_declared_visibility_retention_and_redrive(services, templ
     sqs = aws_client("sqs", services.aws_endpoint)
 
     # When we read the local queue's attributes
-    attributes = sqs.get_queue_attributes(QueueUrl=created.queues[logical_id], AttributeNames=["All"])["Attributes"]
+    url = created.queues[logical_id]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
 
     # Then they match, and the redrive points at the local DLQ's real ARN
     assert created.queues[logical_id] == template.queue_url(logical_id)
@@ -166,7 +173,7 @@ def test_queue_has_the_declared_visibility_retention_and_redrive(services, templ
     assert int(attributes["MessageRetentionPeriod"]) == int(expected.get("MessageRetentionPeriod", 345600))
     if "RedrivePolicy" in expected:
         redrive = json.loads(attributes["RedrivePolicy"])
-        dlq_id = template.resources[logical_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        dlq_id = dead_letter_queue_of(template, logical_id)
         dlq_arn = sqs.get_queue_attributes(QueueUrl=created.queues[dlq_id], AttributeNames=["QueueArn"])
         assert redrive["deadLetterTargetArn"] == dlq_arn["Attributes"]["QueueArn"]
         assert int(redrive["maxReceiveCount"]) == int(expected["RedrivePolicy"]["maxReceiveCount"])
@@ -179,7 +186,7 @@ def test_message_received_max_receive_count_times_lands_in_the_dlq(services, tem
     # Given a message on a queue with a redrive policy
     sqs = aws_client("sqs", services.aws_endpoint)
     redrive = declared(template, logical_id)["RedrivePolicy"]
-    dlq_id = template.resources[logical_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+    dlq_id = dead_letter_queue_of(template, logical_id)
     queue_url, dlq_url = created.queues[logical_id], created.queues[dlq_id]
     body = f"poison for {logical_id}"
     sqs.send_message(QueueUrl=queue_url, MessageBody=body)
@@ -212,8 +219,10 @@ def test_bucket_is_versioned_encrypted_and_blocks_public_access(services, templa
     # Then it carries the declared name, versioning, encryption and public access block
     assert name == expected["BucketName"]
     assert versioning["Status"] == expected["VersioningConfiguration"]["Status"]
-    declared_sse = [r["ServerSideEncryptionByDefault"] for r in expected["BucketEncryption"]["ServerSideEncryptionConfiguration"]]
-    assert [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption] == declared_sse
+    declared_rules = expected["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert [rule["ApplyServerSideEncryptionByDefault"] for rule in encryption] == [
+        rule["ServerSideEncryptionByDefault"] for rule in declared_rules
+    ]
     assert public_access == expected["PublicAccessBlockConfiguration"]
 
 
@@ -246,8 +255,8 @@ def test_creating_resources_twice_is_harmless_and_keeps_data(services, template,
     # Then the same resources come back, and nothing was lost
     assert again == created
     assert "Item" in dynamodb.get_item(TableName=campaigns, Key={"campaign_id": {"S": "c-twice"}})
-    secret = aws_client("secretsmanager", services.aws_endpoint).get_secret_value(SecretId=again.twilio_auth_token_secret)
-    assert secret["SecretString"] == TWILIO_AUTH_TOKEN
+    secrets = aws_client("secretsmanager", services.aws_endpoint)
+    assert secrets.get_secret_value(SecretId=again.twilio_auth_token_secret)["SecretString"] == TWILIO_AUTH_TOKEN
 
 
 def test_a_resource_type_neither_created_nor_skipped_is_refused(services):
@@ -257,7 +266,10 @@ def test_a_resource_type_neither_created_nor_skipped_is_refused(services):
     # When we create its resources / Then it says which type is missing
     with pytest.raises(NotImplementedError, match="AWS::Kinesis::Stream"):
         create_resources(
-            unknown, aws_endpoint=services.aws_endpoint, dynamodb_endpoint=services.dynamodb_endpoint, twilio_auth_token="x"
+            unknown,
+            aws_endpoint=services.aws_endpoint,
+            dynamodb_endpoint=services.dynamodb_endpoint,
+            twilio_auth_token="x",
         )
 
 
@@ -292,15 +304,35 @@ def test_moto_dynamodb_stands_in_when_dynamodb_local_cannot_run(services, tmp_pa
     # Then it says so plainly and moto's DynamoDB serves the template's tables
     assert dynamodb.engine == ENGINE_MOTO
     assert endpoint == services.aws_endpoint
+    what = "java" if missing == "java" else "DynamoDBLocal.jar"
     message = capsys.readouterr().err
-    assert f"DynamoDB Local unavailable ({missing if missing == 'java' else 'DynamoDBLocal.jar'} not found at {absent}); " in message
-    assert "using moto's DynamoDB instead" in message
+    assert f"DynamoDB Local unavailable ({what} not found at {absent}); using moto's DynamoDB instead" in message
     template = LocalStackTemplate(PARAMETERS, sqs_endpoint=services.aws_endpoint)
     fallback = create_resources(
         template, aws_endpoint=services.aws_endpoint, dynamodb_endpoint=endpoint, twilio_auth_token=TWILIO_AUTH_TOKEN
     )
     table = aws_client("dynamodb", endpoint).describe_table(TableName=fallback.tables["RecipientsTable"])["Table"]
     assert table["KeySchema"] == declared(template, "RecipientsTable")["KeySchema"]
+    dynamodb.stop()
+
+
+def test_moto_dynamodb_stands_in_when_dynamodb_local_fails_to_start(services, tmp_path, capsys):
+    # Given a java that exits at once
+    broken_java = tmp_path / "java"
+    broken_java.write_text("#!/bin/sh\necho 'Error: broken on purpose' >&2\nexit 1\n")
+    broken_java.chmod(0o755)
+    dynamodb = DynamoDBLocal(
+        java=broken_java, fallback=services.moto, log_dir=tmp_path, cache_dir=tmp_path / "cache"
+    )
+
+    # When it starts
+    endpoint = dynamodb.start()
+
+    # Then moto stands in, and the message points at the log that holds the cause
+    assert dynamodb.engine == ENGINE_MOTO
+    assert endpoint == services.aws_endpoint
+    assert f"(it exited with code 1; see {dynamodb.log_path})" in capsys.readouterr().err
+    assert "broken on purpose" in dynamodb.log_path.read_text()
     dynamodb.stop()
 
 

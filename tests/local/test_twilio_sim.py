@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import pytest
 import requests
@@ -288,6 +288,18 @@ def test_wrong_auth_token_gets_401_with_code_20003(sim):
 
     assert (error.value.status, error.value.code) == (401, 20003)
     assert sim.created() == [] and sim.ledger[0].error_code == 20003
+
+
+def test_unknown_resources_and_bad_filters_get_twilio_error_json(sim):
+    base = f"{sim.base_url}/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}"
+    auth = (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+
+    unknown = requests.get(f"{base}/Calls.json", auth=auth)
+    bad_date = requests.get(f"{base}/Messages.json", params={"DateSent>": "yesterday"}, auth=auth)
+
+    assert (unknown.status_code, unknown.json()["code"]) == (404, 20404)
+    assert unknown.json()["more_info"] == "https://www.twilio.com/docs/errors/20404"
+    assert (bad_date.status_code, bad_date.json()["code"]) == (400, 20001)
 
 
 # --- MPS limit and ledger -----------------------------------------------------------------------

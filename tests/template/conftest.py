@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from cfnlint.decode import cfn_yaml
+
+from local.template import load_template as load_cloudformation_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -19,11 +20,10 @@ Template = dict[str, Any]
 
 @cache
 def _load(path: Path) -> Template:
-    # cfn-lint's decoder understands every short-form tag (!Ref, !Sub, !GetAtt "A.B", !If ...) and
-    # returns the long form ({"Fn::GetAtt": ["A", "B"]}). The JSON round trip drops its line-number
-    # node classes, so callers get plain dicts, lists and strs; default=str keeps an unquoted YAML
-    # date (AWSTemplateFormatVersion: 2010-09-09) a string, as CloudFormation reads it.
-    return json.loads(json.dumps(cfn_yaml.load(str(path)), default=str))
+    # The local stack's loader (one loader for the project) turns short-form tags into their long
+    # form. The JSON round trip keeps an unquoted YAML date (AWSTemplateFormatVersion: 2010-09-09)
+    # a string, as CloudFormation reads it.
+    return json.loads(json.dumps(load_cloudformation_yaml(path), default=str))
 
 
 def load_template(path: Path = TEMPLATE_PATH) -> Template:

@@ -72,6 +72,8 @@ class _RedirectingHttpClient(TwilioHttpClient):
     def __init__(self, api_base_url: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.api_base_url = api_base_url.rstrip("/")
+        # A local endpoint is never reached through a proxy from the environment.
+        self.session.trust_env = False
 
     def request(self, method, url, *args, **kwargs):
         if url.startswith(TWILIO_API_ORIGIN):

@@ -1,0 +1,99 @@
+"""The store's conditional writes, against DynamoDB Local: status forward-only, counters exact, one claim."""
+
+import threading
+import uuid
+
+import pytest
+
+from smsinvite.phones import normalise
+from smsinvite.status import Status
+from smsinvite.store import Store, recipient_id_for
+
+
+@pytest.fixture
+def store(local_aws):
+    return Store(local_aws)
+
+
+@pytest.fixture
+def campaign_id(store):
+    campaign_id = f"c-{uuid.uuid4().hex[:10]}"
+    store.create_campaign(
+        store.new_campaign(
+            campaign_id=campaign_id, name="t", survey_url="https://s.example", message_template="Hi {link}"
+        )
+    )
+    return campaign_id
+
+
+def add(store, campaign_id, raw="+14155552671"):
+    phone = normalise(raw, "US")
+    store.add_recipient(campaign_id, phone, {"first_name": "Ana"}, import_id="imp", row_number=1)
+    return store.recipient(campaign_id, recipient_id_for(campaign_id, phone.e164))
+
+
+def counts(store, campaign_id):
+    campaign = store.campaign(campaign_id)
+    return {s.value: int(getattr(campaign, f"count_{s.value}")) for s in Status if getattr(campaign, f"count_{s.value}")}
+
+
+def test_the_same_number_twice_in_a_campaign_is_one_recipient(store, campaign_id):
+    phone = normalise("+1 415 555 2671", "US")
+    first = store.add_recipient(campaign_id, phone, {}, import_id="a", row_number=1)
+    again = store.add_recipient(campaign_id, phone, {}, import_id="b", row_number=9)
+    assert (first, again) == (True, False)
+    assert counts(store, campaign_id) == {"imported": 1}
+
+
+def test_a_duplicate_callback_changes_the_counters_once(store, campaign_id):
+    recipient = add(store, campaign_id)
+    claimed = store.transition(recipient, Status.CLAIMED, attempt_id="a1")
+    assert store.transition(claimed, Status.DELIVERED, owned_by="a1") is not None
+    assert store.transition(claimed, Status.DELIVERED, owned_by="a1") is None
+    assert counts(store, campaign_id) == {"delivered": 1}
+
+
+def test_callbacks_out_of_order_leave_the_final_status(store, campaign_id):
+    recipient = add(store, campaign_id)
+    claimed = store.transition(recipient, Status.CLAIMED, attempt_id="a1")
+    for status in (Status.DELIVERED, Status.SENT, Status.SENDING, Status.QUEUED):
+        store.transition(claimed, status, owned_by="a1")
+    assert store.recipient(campaign_id, recipient.recipient_id).status == "delivered"
+    assert counts(store, campaign_id) == {"delivered": 1}
+
+
+def test_only_the_attempt_that_claimed_a_recipient_may_move_it(store, campaign_id):
+    recipient = add(store, campaign_id)
+    claimed = store.transition(recipient, Status.CLAIMED, attempt_id="mine")
+    assert store.transition(claimed, Status.SENT, owned_by="someone-else") is None
+    assert store.recipient(campaign_id, recipient.recipient_id).status == "claimed"
+
+
+def test_concurrent_claims_of_one_recipient_admit_exactly_one(store, campaign_id):
+    recipient = add(store, campaign_id)
+    winners = []
+    barrier = threading.Barrier(8)
+
+    def claim(n):
+        barrier.wait()
+        if store.transition(recipient, Status.CLAIMED, attempt_id=f"attempt-{n}") is not None:
+            winners.append(n)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+    assert counts(store, campaign_id) == {"claimed": 1}
+
+
+def test_a_released_claim_may_go_back_but_a_sent_message_may_not(store, campaign_id):
+    recipient = add(store, campaign_id)
+    claimed = store.transition(recipient, Status.CLAIMED, attempt_id="a1")
+    released = store.transition(claimed, Status.IMPORTED, owned_by="a1", backward_from=(Status.CLAIMED,))
+    assert released.status == "imported"
+    sent = store.transition(
+        store.transition(released, Status.CLAIMED, attempt_id="a2"), Status.SENT, owned_by="a2"
+    )
+    assert store.transition(sent, Status.IMPORTED, owned_by="a2", backward_from=(Status.CLAIMED,)) is None
