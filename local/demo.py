@@ -8,17 +8,15 @@ The same flow is the end-to-end test's (tests/e2e), so what the demo shows is wh
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import boto3
-
-from local.stack import LocalStack, StackOptions
-from smsinvite.observability import mask_phone
-from smsinvite.settings import Settings
-from smsinvite.store import Store
 
 CAMPAIGN_ID = "spring-nps"
 DEMO_CSV = (
@@ -31,7 +29,9 @@ DEMO_CSV = (
     "Finn;not a number;US\r\n"
     "Gus;+44 7911 123456;GB\r\n"
 )
-UNDELIVERED_NUMBER = "+447911123456"  # the simulator's carrier reports this one unreachable
+UNDELIVERED_NUMBER = "+447911123456"
+DEMO_TEMPLATE = "Hi {first_name|there}, tell us how we did: {link} Reply STOP to opt out"
+FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")  # the simulator's carrier reports this one unreachable
 
 
 @dataclass
@@ -54,60 +54,90 @@ def wait_for(condition: Callable[[], object], *, timeout: float, what: str, inte
         time.sleep(interval)
 
 
-def run_thin_path(stack: LocalStack, say: Callable[[str], None] = lambda _: None) -> ThinPathResult:
-    result = ThinPathResult()
-    store = Store(Settings.from_env())
-    stack.twilio.set_outcome(UNDELIVERED_NUMBER, "undelivered", 30003)
-
-    say("1. create a campaign (the commands function)")
+def create_campaign(stack, campaign_id: str, *, template: str = DEMO_TEMPLATE) -> None:
     created = stack.command(
         {
             "command": "create_campaign",
-            "campaign_id": CAMPAIGN_ID,
+            "campaign_id": campaign_id,
             "name": "Spring NPS",
             "survey_url": "https://survey.example.com/s/spring",
-            "message_template": "Hi {first_name|there}, tell us how we did: {link} Reply STOP to opt out",
+            "message_template": template,
             "default_region": "US",
         }
     )
     if not created["ok"]:
         raise RuntimeError(f"create_campaign failed: {created['error']}")
-    say(f"   campaign {CAMPAIGN_ID!r} created")
 
-    key = f"imports/{CAMPAIGN_ID}/customers march (1).csv"
-    say(f"2. drop a CSV into s3://{stack.bucket}/{key}")
-    boto3.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=DEMO_CSV.encode("utf-8"))
-    record = wait_for(lambda: _finished_import(store, CAMPAIGN_ID), timeout=30, what="the import to finish")
-    result.import_summary = {"state": record.state, "rows": record.rows_processed, **record.outcomes.as_dict()}
-    say(f"   import {record.state}: {record.rows_processed} rows -> {_outcomes(record.outcomes.as_dict())}")
+
+def upload_and_import(stack, store, campaign_id: str, csv_text: str, *, name: str = "customers march (1).csv"):
+    """Drop a CSV into the bucket as an operator would; the router delivers the S3 event."""
+    key = f"imports/{campaign_id}/{name}"
+    boto3.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=csv_text.encode("utf-8"))
+    return wait_for(lambda: _finished_import(store, campaign_id), timeout=30, what="the import to finish")
+
+
+def request_dispatch(stack, campaign_id: str) -> None:
+    boto3.client("sqs").send_message(
+        QueueUrl=stack.queue_url("DispatchQueue"), MessageBody=json.dumps({"campaign_id": campaign_id})
+    )
+
+
+def twilio_messages_of(stack, campaign_id: str) -> list:
+    """The simulator's messages for one campaign, told apart by the campaign id in their callback URL."""
+    marker = f"c={campaign_id}&"
+    return [m for m in stack.twilio.created() if m.status_callback and marker in m.status_callback]
+
+
+def final_statuses(store, campaign_id: str) -> dict[str, str] | None:
+    statuses = {r.phone: r.status for r in store.t.recipients.query(campaign_id, consistent_read=True)}
+    return statuses if all(s in FINAL_STATUSES for s in statuses.values()) else None
+
+
+def run_thin_path(
+    stack, say: Callable[[str], None] = lambda _: None, *, campaign_id: str = CAMPAIGN_ID
+) -> ThinPathResult:
+    from smsinvite.observability import mask_phone
+    from smsinvite.settings import Settings
+    from smsinvite.store import Store
+
+    result = ThinPathResult()
+    store = Store(Settings.from_env())
+    stack.twilio.set_outcome(UNDELIVERED_NUMBER, "undelivered", 30003)
+
+    say("1. create a campaign (the commands function)")
+    create_campaign(stack, campaign_id)
+    say(f"   campaign {campaign_id!r} created")
+
+    say(f"2. drop a CSV into s3://{stack.bucket}/imports/{campaign_id}/")
+    record = upload_and_import(stack, store, campaign_id, DEMO_CSV)
+    outcomes = record.outcomes.as_dict()
+    result.import_summary = {"state": record.state, "rows": record.rows_processed, **outcomes}
+    say(f"   import {record.state}: {record.rows_processed} rows -> {_outcomes(outcomes)}")
 
     say("3. dispatch: the audience fans out to the send queue (approve will send this request)")
-    boto3.client("sqs").send_message(
-        QueueUrl=stack.queue_url("DispatchQueue"), MessageBody=f'{{"campaign_id": "{CAMPAIGN_ID}"}}'
+    request_dispatch(stack, campaign_id)
+    imported = int(outcomes.get("imported", 0))
+    wait_for(
+        lambda: len(twilio_messages_of(stack, campaign_id)) >= imported,
+        timeout=60,
+        what="every invitation to reach Twilio",
     )
-    imported = int(record.outcomes.as_dict().get("imported", 0))
-    wait_for(lambda: len(stack.twilio.created()) >= imported, timeout=60, what="every invitation to reach Twilio")
-    result.twilio_creates = len(stack.twilio.created())
+    result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
     say(f"4. the sender texted {result.twilio_creates} recipients through the Twilio simulator")
 
-    def final_statuses():
-        recipients = list(store.t.recipients.query(CAMPAIGN_ID, consistent_read=True))
-        statuses = {r.phone: r.status for r in recipients}
-        return statuses if all(s in ("delivered", "undelivered", "failed") for s in statuses.values()) else None
-
-    result.statuses = wait_for(final_statuses, timeout=60, what="the status callbacks")
-    result.callbacks_posted = len(stack.twilio.callback_log)
+    result.statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the status callbacks")
+    sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
+    result.callbacks_posted = sum(1 for c in stack.twilio.callback_log if c.message_sid in sids)
     say(f"5. {result.callbacks_posted} signed status callbacks reached POST /twilio/status:")
     for phone, status in sorted(result.statuses.items()):
         say(f"   {mask_phone(phone):<16} {status}")
 
-    status = stack.command({"command": "status", "campaign_id": CAMPAIGN_ID})
-    result.campaign = status["result"]
+    result.campaign = stack.command({"command": "status", "campaign_id": campaign_id})["result"]
     return result
 
 
-def _finished_import(store: Store, campaign_id: str):
-    for record in store.t.imports.scan(store.t.imports.campaign_id == campaign_id):
+def _finished_import(store, campaign_id: str):
+    for record in store.t.imports.scan(store.t.imports.campaign_id == campaign_id, consistent_read=True):
         if record.state != "running":
             return record
     return None
@@ -117,12 +147,31 @@ def _outcomes(outcomes: dict) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))
 
 
+def whole_numbers_in(log_text: str, phones) -> int:
+    """How many times a phone number appears unmasked in the logs (the promise: never)."""
+    return sum(log_text.count(phone.lstrip("+")) for phone in phones)
+
+
 def main() -> int:
     started = time.monotonic()
-    print("smsinvite demo: the thin path on the embedded default (moto, DynamoDB Local, Twilio simulator)\n")
-    with LocalStack(StackOptions()) as stack:
-        print(f"local stack up: DynamoDB engine {stack.services.engine}, API {stack.api_url}\n")
-        result = run_thin_path(stack, say=print)
+    # The functions log JSON to stdout, as in Lambda; here it goes to a file, the narration to the terminal.
+    log_path = Path(tempfile.mkdtemp(prefix="smsinvite-demo-")) / "functions.log"
+    narration, sys.stdout = sys.stdout, open(log_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+
+    def say(line: str = "") -> None:
+        print(line, file=narration, flush=True)
+
+    from local.stack import LocalStack, StackOptions
+
+    say("smsinvite demo: the thin path on the embedded default (moto, DynamoDB Local, Twilio simulator)\n")
+    try:
+        with LocalStack(StackOptions()) as stack:
+            say(f"local stack up: DynamoDB engine {stack.services.engine}, API {stack.api_url}\n")
+            result = run_thin_path(stack, say=say)
+    finally:
+        sys.stdout.close()
+        sys.stdout = narration
+    leaked = whole_numbers_in(log_path.read_text(encoding="utf-8"), result.statuses)
     counts = {name: n for name, n in result.campaign["counts"].items() if n}
     print("\nSummary")
     print(f"  rows in the CSV         {result.import_summary['rows']}")
@@ -131,6 +180,8 @@ def main() -> int:
     print(f"  Twilio messages created {result.twilio_creates}")
     print(f"  status callbacks        {result.callbacks_posted}")
     print(f"  campaign counters       {_outcomes(counts)}")
+    print(f"  function logs           {log_path}")
+    print(f"  whole numbers in logs   {leaked}")
     print(f"  took                    {time.monotonic() - started:.1f}s")
     return 0
 

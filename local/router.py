@@ -10,10 +10,15 @@ the template (through `LocalStackTemplate`) and drives the handlers the way AWS 
   times (EventInvokeConfig, default 2), then sent to the `OnFailure` SQS destination.
 - **SQS** (`SqsPoller`): an event source mapping. Up to `ScalingConfig.MaximumConcurrency` pollers, batches
   of `BatchSize` within `MaximumBatchingWindowInSeconds`, `ReportBatchItemFailures` honoured. Failed
-  records come back after `sqs_retry_delay` seconds (instead of the visibility timeout); the queue's own
-  RedrivePolicy moves them to the DLQ after `maxReceiveCount` receives.
+  records come back after `sqs_retry_delay` seconds (instead of the visibility timeout; whole seconds, as
+  ChangeMessageVisibility counts them); the queue's own RedrivePolicy moves them to the DLQ after
+  `maxReceiveCount` receives.
 - **HTTP API** (`HttpApiServer`): payload format 2.0 on 127.0.0.1, every route of every function.
 - **Schedule** (`ScheduleTimer`): EventBridge scheduled events from `rate()`/`cron()` expressions.
+
+Every handler file is imported once, lazily, as its own module (`smsinvite_fn_<LogicalId>`), and gets a
+Lambda-like context. `start()` applies the functions' environment, on top of what the Lambda runtime would
+provide (region, dummy credentials, `AWS_ENDPOINT_URL` = the local AWS), and `stop()` restores `os.environ`.
 
 Local limitations, by design:
 - All functions run in one process, so their environment variables are merged into one `os.environ`.
@@ -55,7 +60,8 @@ from botocore.config import Config
 
 from local.template import LOCAL_ACCOUNT_ID, LOCAL_REGION, EventSpec, FunctionSpec, LocalStackTemplate
 
-LOG = logging.getLogger("smsinvite.local.router")
+# Not under the "smsinvite" logger: Powertools formats that one with the current invocation's context.
+LOG = logging.getLogger(__name__)
 
 DEFAULT_SQS_CONCURRENCY = 2
 DEFAULT_ASYNC_RETRIES = 2  # Lambda's default MaximumRetryAttempts for asynchronous invocations
@@ -168,6 +174,7 @@ class S3Notifier:
         ]["QueueArn"]
         for bucket, events in self.by_bucket.items():
             self._configure_bucket(s3, bucket, events, queue_arn)
+        self.threads = []
         for index in range(self.router.s3_concurrency):
             thread = threading.Thread(target=self._run, name=f"router-s3-{index}", daemon=True)
             thread.start()
@@ -200,21 +207,23 @@ class S3Notifier:
         s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
 
     def _run(self) -> None:
+        _keep_polling(self.router, "S3 notifications", self._poll_once)
+
+    def _poll_once(self) -> None:
         sqs = self.router.sqs
-        while not self.router.stopping:
-            response = sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=1,
-                WaitTimeSeconds=SQS_WAIT_SECONDS,
-                AttributeNames=["All"],
-            )
-            for message in response.get("Messages", []):
-                if self.router.stopping:
-                    sqs.change_message_visibility(
-                        QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                    )
-                    continue
-                self._handle(message)
+        response = sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=SQS_WAIT_SECONDS,
+            AttributeNames=["All"],
+        )
+        for message in response.get("Messages", []):
+            if self.router.stopping:  # give it back rather than start work we cannot finish
+                sqs.change_message_visibility(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                continue
+            self._handle(message)
 
     def _handle(self, message: dict[str, Any]) -> None:
         sqs = self.router.sqs
@@ -222,14 +231,13 @@ class S3Notifier:
         if notification.get("Event") == "s3:TestEvent" or "Records" not in notification:
             sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
             return
-        attempt = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
-        records = [self._aws_record(record, message["MessageId"]) for record in notification["Records"]]
-        configuration = notification["Records"][0]["s3"]["configurationId"]
-        target = self.by_configuration.get(configuration)
+        target = self.by_configuration.get(notification["Records"][0]["s3"]["configurationId"])
         if target is None:  # a configuration this router no longer serves
             sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
             return
         spec, event_spec = target
+        attempt = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
+        records = [self._aws_record(record, message["MessageId"]) for record in notification["Records"]]
         event = {"Records": records}
         try:
             self.router._run(spec, event, "S3", event_spec.logical_id)
@@ -300,6 +308,18 @@ class S3Notifier:
         return self.router.queue_depth(self.queue_url) if self.queue_url else 0
 
 
+def _keep_polling(router: Router, what: str, poll_once: Callable[[], None]) -> None:
+    """Run `poll_once` until the router stops; a failed poll (moto restarting...) is logged and retried."""
+    while not router.stopping:
+        try:
+            poll_once()
+        except Exception:  # noqa: BLE001 - a poller must outlive a transient error
+            if router.stopping:
+                return
+            LOG.warning("%s: polling failed; retrying in 1 s", what, exc_info=True)
+            router.stop_event.wait(1)
+
+
 def _event_millis(event_time: str | None) -> int:
     if not event_time:
         return int(time.time() * 1000)
@@ -332,6 +352,7 @@ class SqsPoller:
             self.queue_url = self.router.sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except self.router.sqs.exceptions.QueueDoesNotExist as exc:
             raise RouterConfigError(f"queue {name} does not exist; create the resources first") from exc
+        self.threads = []
         if not self.enabled:
             return
         for index in range(self.concurrency):
@@ -342,14 +363,16 @@ class SqsPoller:
             self.threads.append(thread)
 
     def _run(self) -> None:
-        while not self.router.stopping:
-            messages = self._collect_batch()
-            if not messages:
-                continue
-            if self.router.stopping:  # give them back rather than start work we cannot finish
-                self._retry_later([m["ReceiptHandle"] for m in messages], delay=0)
-                return
-            self.deliver(messages)
+        _keep_polling(self.router, f"SQS source {self.event.logical_id}", self._poll_once)
+
+    def _poll_once(self) -> None:
+        messages = self._collect_batch()
+        if not messages:
+            return
+        if self.router.stopping:  # give them back rather than start work we cannot finish
+            self._retry_later([m["ReceiptHandle"] for m in messages], delay=0)
+            return
+        self.deliver(messages)
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
         response = self.router.sqs.receive_message(
@@ -370,7 +393,8 @@ class SqsPoller:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            more = self._receive(min(self.batch_size - len(messages), 10), min(SQS_WAIT_SECONDS, int(remaining)))
+            wanted = min(self.batch_size - len(messages), 10)
+            more = self._receive(wanted, min(SQS_WAIT_SECONDS, int(remaining)))
             if not more and remaining < 0.1:
                 break
             if not more:
@@ -506,7 +530,9 @@ class HttpRoute:
         props = event.properties
         version = str(props.get("PayloadFormatVersion", "2.0"))
         if version != "2.0":
-            raise RouterConfigError(f"{spec.logical_id}.{event.logical_id}: only payload format 2.0 is served")
+            raise RouterConfigError(
+                f"{spec.logical_id}.{event.logical_id}: only payload format 2.0 is served locally"
+            )
         path = props.get("Path", "$default")
         method = str(props.get("Method", "ANY")).upper()
         if method == "X-AMAZON-APIGATEWAY-ANY-METHOD" or method == "*":
@@ -755,7 +781,8 @@ class HttpApiServer:
         except Exception:  # noqa: BLE001 - API Gateway answers 500 whatever went wrong
             return _SERVER_ERROR
         request_id = event["requestContext"]["requestId"]
-        return HttpResponse(response.status, [*response.headers, ("apigw-requestid", request_id)], response.body)
+        headers = [*response.headers, ("apigw-requestid", request_id)]
+        return HttpResponse(response.status, headers, response.body)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -848,7 +875,7 @@ class ScheduleTimer:
         self.spec = spec
         self.event = event
         self.expression = str(props["Schedule"])
-        self.interval = router.schedule_interval or schedule_interval_seconds(self.expression)
+        self.interval = router.schedule_interval_override or schedule_interval_seconds(self.expression)
         self.enabled = props.get("Enabled", True) not in (False, "false", "False") and props.get(
             "State", "ENABLED"
         ) != "DISABLED"
@@ -908,7 +935,7 @@ class Router:
         http_host: str = "127.0.0.1",
         sqs_retry_delay: float = 1.0,
         async_retry_delay: float = 1.0,
-        schedule_interval: float | None = None,
+        schedule_interval_override: float | None = None,
         default_sqs_concurrency: int = DEFAULT_SQS_CONCURRENCY,
         s3_concurrency: int = 2,
         s3_events_queue: str | None = None,
@@ -921,7 +948,7 @@ class Router:
         self.http_host = http_host
         self.sqs_retry_delay = sqs_retry_delay
         self.async_retry_delay = async_retry_delay
-        self.schedule_interval = schedule_interval
+        self.schedule_interval_override = schedule_interval_override
         self.default_sqs_concurrency = default_sqs_concurrency
         self.s3_concurrency = s3_concurrency
         self.s3_events_queue = (s3_events_queue or f"{template.stack_name}-router-s3-events")[:80]
@@ -999,8 +1026,25 @@ class Router:
                 + ". Locally every function runs in one process with one os.environ; "
                 "give the variables distinct names."
             )
-        merged.update(self.extra_environment)
-        return merged
+        return {**self.runtime_environment(), **merged, **self.extra_environment}
+
+    def runtime_environment(self) -> dict[str, str]:
+        """What the Lambda runtime gives every function, pointed at the local AWS.
+
+        The region, credentials (dummy ones: Lambda supplies the execution role's, never the developer's)
+        and `AWS_ENDPOINT_URL`, so that the handlers' boto3 clients reach the same moto server as the
+        router. A template variable or `extra_environment` wins over these (e.g. `AWS_ENDPOINT_URL_DYNAMODB`
+        for DynamoDB Local). `AWS_LAMBDA_FUNCTION_NAME` is not set: it differs per function, and without it
+        Powertools' Tracer stays off, as it should without an X-Ray daemon.
+        """
+        return {
+            "AWS_REGION": LOCAL_REGION,
+            "AWS_DEFAULT_REGION": LOCAL_REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+        }
 
     def start(self) -> Router:
         if self._started:
@@ -1053,10 +1097,6 @@ class Router:
         still_running = [t.name for t in threads if t.is_alive()]
         if still_running:
             LOG.warning("router stopped; still finishing an invocation: %s", ", ".join(still_running))
-        for poller in self.sqs_pollers:
-            poller.threads.clear()
-        if self.s3_notifier is not None:
-            self.s3_notifier.threads.clear()
         self._restore_environment()
         self._started = False
 
@@ -1116,7 +1156,14 @@ class Router:
             if duration > timeout:
                 LOG.warning("%s ran %.1f s, over its %.1f s timeout", spec.logical_id, duration, timeout)
             invocation = Invocation(
-                spec.logical_id, event_type, source, context.aws_request_id, started_at, duration, error, records
+                function=spec.logical_id,
+                event_type=event_type,
+                source=source,
+                request_id=context.aws_request_id,
+                started_at=started_at,
+                duration=duration,
+                error=error,
+                records=records,
             )
             with self._records_lock:
                 self._invocations.append(invocation)
@@ -1153,7 +1200,9 @@ class Router:
             if i.function == logical_id and (event_type is None or i.event_type == event_type)
         ]
 
-    def wait_for_invocations(self, logical_id: str, count: int = 1, timeout: float = 10.0) -> list[Invocation]:
+    def wait_for_invocations(
+        self, logical_id: str, count: int = 1, timeout: float = 10.0
+    ) -> list[Invocation]:
         """Block until `logical_id` has been invoked `count` times; raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -1203,12 +1252,16 @@ class Router:
     def async_retries(self, spec: FunctionSpec) -> int:
         return int(self._event_invoke_config(spec).get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRIES))
 
-    def send_to_failure_destination(self, spec: FunctionSpec, event: Any, exc: Exception, *, attempts: int) -> None:
+    def send_to_failure_destination(
+        self, spec: FunctionSpec, event: Any, exc: Exception, *, attempts: int
+    ) -> None:
         """Send Lambda's invocation record for a failed asynchronous event to the OnFailure destination."""
         on_failure = self._event_invoke_config(spec).get("DestinationConfig", {}).get("OnFailure", {})
         destination = on_failure.get("Destination")
         if not destination:
-            LOG.warning("%s: an asynchronous event failed %d times and was dropped", spec.logical_id, attempts)
+            LOG.warning(
+                "%s: an asynchronous event failed %d times and was dropped", spec.logical_id, attempts
+            )
             return
         if on_failure.get("Type", "SQS") != "SQS" or ":sqs:" not in destination:
             LOG.warning("%s: OnFailure destination %s is not served locally", spec.logical_id, destination)
@@ -1224,7 +1277,11 @@ class Router:
                 "approximateInvokeCount": attempts,
             },
             "requestPayload": event,
-            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
             "responsePayload": {
                 "errorMessage": str(exc),
                 "errorType": type(exc).__name__,

@@ -60,9 +60,13 @@ def apply_status_report(store: Store, report: StatusReport) -> CallbackOutcome:
         # Signed by Twilio, so it is ours; the recipient may have been erased since.
         logger.warning("status callback for a recipient that no longer exists")
         return CallbackOutcome.IGNORED
-    changes = {"message_sid": report.message_sid, "unresolved_shard": None}
+    changes = {
+        "message_sid": report.message_sid,
+        "unresolved_shard": None,
+        # Twilio's word replaces any earlier guess (such as a lost connection).
+        "failure_reason": f"twilio_{report.error_code}" if report.error_code else None,
+    }
     if report.error_code is not None:
         changes["error_code"] = report.error_code
-        changes["failure_reason"] = f"twilio_{report.error_code}"
     moved = store.transition(recipient, report.status, owned_by=report.attempt_id, **changes)
     return CallbackOutcome.APPLIED if moved else CallbackOutcome.IGNORED

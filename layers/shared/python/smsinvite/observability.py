@@ -7,14 +7,21 @@ the tracer never captures responses. Log phone numbers through `mask_phone`.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
+SERVICE = "smsinvite"
+NAMESPACE = "SmsInvite"
+
+logger = Logger(service=SERVICE)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
+
+# A command or a webhook that counted nothing is normal, not worth a warning on every call.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 __all__ = ["logger", "tracer", "metrics", "MetricUnit", "instrumented", "mask_phone"]
 

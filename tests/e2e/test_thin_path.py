@@ -1,0 +1,205 @@
+"""The thin path through every layer, on the local stack with DynamoDB Local and the Twilio simulator."""
+
+import base64
+from datetime import timedelta
+from urllib.parse import quote_plus
+
+import boto3
+import requests
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from local.demo import (
+    DEMO_CSV,
+    create_campaign,
+    final_statuses,
+    request_dispatch,
+    run_thin_path,
+    twilio_messages_of,
+    upload_and_import,
+    wait_for,
+)
+from smsinvite.messages import body_digest
+from smsinvite.status import Status
+from smsinvite.store import recipient_id_for, unresolved_shard, utcnow
+from smsinvite.twilio_gateway import _RedirectingHttpClient
+
+
+def counters(stack, campaign_id):
+    counts = stack.command({"command": "status", "campaign_id": campaign_id})["result"]["counts"]
+    return {status: n for status, n in counts.items() if n}
+
+
+def test_the_local_stack_runs_on_dynamodb_local(stack):
+    assert stack.services.engine == "dynamodb-local"
+
+
+def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_status(stack, campaign_id):
+    # Given the demo's messy CSV, when it runs the whole thin path
+    result = run_thin_path(stack, campaign_id=campaign_id)
+
+    # Then every row ended in one outcome, only valid mobiles were texted, once each
+    assert result.import_summary == {
+        "state": "completed", "rows": 7, "imported": 4, "duplicate": 1, "landline": 1, "invalid:not_a_number": 1,
+    }
+    assert result.twilio_creates == 4
+    assert sorted(result.statuses.values()) == ["delivered", "delivered", "delivered", "undelivered"]
+    # And the signed callbacks moved the counters once per real transition
+    assert counters(stack, campaign_id) == {"delivered": 3, "undelivered": 1}
+
+
+def test_the_same_upload_reported_twice_imports_once(stack, store, campaign_id, event):
+    # Given an upload the router already delivered and imported
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, DEMO_CSV)
+    key = f"imports/{campaign_id}/customers march (1).csv"
+
+    # When S3 delivers the same notification again (its delivery is at-least-once)
+    head = boto3.client("s3").head_object(Bucket=stack.bucket, Key=key)
+    record = event("s3-put-recipients.json")["Records"][0]
+    record["s3"]["bucket"]["name"] = stack.bucket
+    record["s3"]["object"].update(
+        key=quote_plus(key, safe="/"), eTag=head["ETag"].strip('"'), versionId=head["VersionId"], size=head["ContentLength"]
+    )
+    again = stack.router.invoke("ImportFunction", {"Records": [record]})
+
+    # Then it is recognised as the same import and nothing is counted twice
+    assert again["imports"][0]["state"] == "duplicate_event"
+    assert counters(stack, campaign_id) == {"imported": 4}
+
+
+def test_a_forged_status_callback_gets_403_and_changes_nothing(stack, store, campaign_id):
+    # Given a delivered campaign
+    run_thin_path(stack, campaign_id=campaign_id)
+    before = counters(stack, campaign_id)
+    recipient = next(iter(store.t.recipients.query(campaign_id)))
+
+    # When someone posts a "failed" callback without Twilio's key
+    url = f"{stack.api_url}/twilio/status?c={campaign_id}&r={recipient.recipient_id}&a={recipient.attempt_id}"
+    form = {"MessageSid": recipient.message_sid, "MessageStatus": "failed", "ErrorCode": "30007"}
+    forged = RequestValidator("not-the-auth-token").compute_signature(url, form)
+    response = requests.post(url, data=form, headers={"X-Twilio-Signature": forged}, timeout=10)
+
+    # Then it is refused and nothing moved
+    assert response.status_code == 403
+    assert "not-the-auth-token" not in response.text
+    assert counters(stack, campaign_id) == before
+    assert store.recipient(campaign_id, recipient.recipient_id).status == recipient.status
+
+
+def test_a_tampered_genuine_callback_gets_403_and_a_replayed_one_changes_nothing(stack, store, campaign_id):
+    # Given a genuine, signed callback that Twilio posted
+    run_thin_path(stack, campaign_id=campaign_id)
+    before = counters(stack, campaign_id)
+    sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
+    genuine = next(c for c in stack.twilio.callback_log if c.message_sid in sids and c.params["MessageStatus"] == "sent")
+    headers = {"X-Twilio-Signature": genuine.signature}
+
+    # When its status is changed in transit, it is refused
+    tampered = {**genuine.params, "MessageStatus": "failed"}
+    assert requests.post(genuine.url, data=tampered, headers=headers, timeout=10).status_code == 403
+
+    # When it is replayed unchanged, it is accepted but moves nothing backwards and counts nothing twice
+    assert requests.post(genuine.url, data=genuine.params, headers=headers, timeout=10).status_code == 204
+    assert counters(stack, campaign_id) == before
+
+
+def test_callbacks_out_of_order_and_twice_leave_the_right_final_status(stack, store, twilio, campaign_id):
+    # Given a simulator that posts every callback twice, in reverse order
+    twilio.callbacks_out_of_order = True
+    twilio.duplicate_callbacks = True
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, "phone\n+14155550101\n+14155550102\n")
+
+    # When the campaign is sent
+    request_dispatch(stack, campaign_id)
+    statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="final statuses")
+    twilio.wait_until_idle(timeout=10)
+
+    # Then each message ends delivered, counted once
+    assert set(statuses.values()) == {"delivered"}
+    assert counters(stack, campaign_id) == {"delivered": 2}
+
+
+def test_a_connection_dropped_after_twilio_accepted_is_not_resent(stack, store, twilio, campaign_id):
+    # Given Twilio takes the message but the connection drops before the answer
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, "phone\n+14155550103\n")
+    twilio.faults.next(["drop"])
+
+    # When the campaign is sent and SQS redelivers whatever it likes
+    request_dispatch(stack, campaign_id)
+    statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="a final status")
+    stack.router.fire_schedule("SchedulerFunction")
+
+    # Then exactly one message exists, and Twilio's callbacks resolved the unknown outcome
+    assert len(twilio.created(to="+14155550103")) == 1
+    assert statuses == {"+14155550103": "delivered"}
+
+
+def _claim_as_a_crashed_sender(store, campaign_id, phone, body):
+    recipient = store.recipient(campaign_id, recipient_id_for(campaign_id, phone))
+    return store.transition(
+        recipient,
+        Status.CLAIMED,
+        attempt_id="crashed-attempt",
+        claimed_at=(utcnow() - timedelta(seconds=30)).isoformat(),
+        unresolved_shard=unresolved_shard(recipient.recipient_id),
+        body_digest=body_digest(body),
+    )
+
+
+def test_a_sender_that_died_after_twilio_accepted_is_reconciled_to_sent_without_a_resend(stack, store, campaign_id):
+    # Given a sender claimed a recipient, Twilio created the message, and the sender died before saving it
+    phone, body = "+14155550104", "Hi there, tell us how we did"
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, f"phone\n{phone}\n")
+    _claim_as_a_crashed_sender(store, campaign_id, phone, body)
+    client = Client(stack.twilio.account_sid, stack.twilio.auth_token, http_client=_RedirectingHttpClient(stack.twilio.base_url))
+    sid = client.messages.create(to=phone, from_="+15005550006", body=body).sid
+
+    # When the scheduler reconciles unresolved sends
+    result = stack.router.fire_schedule("SchedulerFunction")
+
+    # Then the recipient carries Twilio's message, and nothing was sent again
+    assert result["reconciled"].get("found") == 1
+    recipient = store.recipient(campaign_id, recipient_id_for(campaign_id, phone))
+    assert recipient.message_sid == sid
+    assert Status(recipient.status).rank >= Status.QUEUED.rank
+    assert len(stack.twilio.created(to=phone)) == 1
+
+
+def test_a_send_that_twilio_never_received_is_sent_once_after_reconciliation(stack, store, campaign_id):
+    # Given a sender claimed a recipient and died before calling Twilio
+    phone = "+14155550105"
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, f"phone\n{phone}\n")
+    _claim_as_a_crashed_sender(store, campaign_id, phone, "never sent")
+
+    # When the scheduler reconciles, Twilio confirms there is no such message
+    result = stack.router.fire_schedule("SchedulerFunction")
+
+    # Then the recipient is queued again and texted exactly once
+    assert result["reconciled"].get("requeued") == 1
+    wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the resend to finish")
+    assert len(stack.twilio.created(to=phone)) == 1
+
+
+def test_an_inbound_reply_is_verified_and_kept_once(stack, store):
+    # Given Twilio posts a signed inbound SMS (with blank parameters, as Twilio does)
+    url = f"{stack.api_url}/twilio/inbound"
+    status, headers, body = stack.twilio.send_inbound(url, "+14155550106", "+15005550006", "Maybe later")
+
+    # Then it is answered with empty TwiML and stored
+    assert status == 200
+    assert "<Response" in body
+    replies = list(store.t.inbox.query("+14155550106"))
+    assert [r.body for r in replies] == ["Maybe later"]
+
+
+def test_an_inbound_post_without_a_valid_signature_gets_403(stack, store):
+    url = f"{stack.api_url}/twilio/inbound"
+    form = {"MessageSid": "SM" + "0" * 32, "From": "+14155550107", "To": "+15005550006", "Body": "STOP"}
+    response = requests.post(url, data=form, headers={"X-Twilio-Signature": base64.b64encode(b"x" * 20)}, timeout=10)
+    assert response.status_code == 403
+    assert list(store.t.inbox.query("+14155550107")) == []
