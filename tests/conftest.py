@@ -24,7 +24,7 @@ def event():
     return load_event
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_aws():
     """DynamoDB Local and moto on 127.0.0.1 with every resource of template.yaml, for integration tests.
 

@@ -1,4 +1,4 @@
-"""The embedded local stack, started once for the end-to-end tests."""
+"""The embedded local stack, started once per end-to-end test module and stopped after it."""
 
 import uuid
 
@@ -7,7 +7,7 @@ import pytest
 from local.stack import LocalStack, StackOptions
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack():
     with LocalStack(StackOptions(reconcile_grace_seconds=1)) as running:
         yield running

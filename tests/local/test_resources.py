@@ -29,7 +29,10 @@ from local.template import REPO_ROOT, LocalStackTemplate
 
 PARAMETERS = {"TwilioAccountSid": "AC" + "0" * 32}
 TWILIO_AUTH_TOKEN = "local-test-auth-token"
-DECLARED = LocalStackTemplate(PARAMETERS)
+# Its own stack name: moto's state is shared by every server in the process, and the end-to-end
+# stack's router polls the default names.
+STACK_NAME = "resources-test"
+DECLARED = LocalStackTemplate(PARAMETERS, stack_name=STACK_NAME)
 TABLES = sorted(DECLARED.of_type("AWS::DynamoDB::Table"))
 QUEUES = sorted(DECLARED.of_type("AWS::SQS::Queue"))
 BUCKETS = sorted(DECLARED.of_type("AWS::S3::Bucket"))
@@ -46,7 +49,7 @@ def services():
 
 @pytest.fixture(scope="module")
 def template(services: LocalServices) -> LocalStackTemplate:
-    return LocalStackTemplate(PARAMETERS, sqs_endpoint=services.aws_endpoint)
+    return LocalStackTemplate(PARAMETERS, sqs_endpoint=services.aws_endpoint, stack_name=STACK_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +310,7 @@ def test_moto_dynamodb_stands_in_when_dynamodb_local_cannot_run(services, tmp_pa
     what = "java" if missing == "java" else "DynamoDBLocal.jar"
     message = capsys.readouterr().err
     assert f"DynamoDB Local unavailable ({what} not found at {absent}); using moto's DynamoDB instead" in message
-    template = LocalStackTemplate(PARAMETERS, sqs_endpoint=services.aws_endpoint)
+    template = LocalStackTemplate(PARAMETERS, sqs_endpoint=services.aws_endpoint, stack_name=STACK_NAME)
     fallback = create_resources(
         template, aws_endpoint=services.aws_endpoint, dynamodb_endpoint=endpoint, twilio_auth_token=TWILIO_AUTH_TOKEN
     )

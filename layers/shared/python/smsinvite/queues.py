@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Iterable
 
-import boto3
+from smsinvite import aws_clients
 
 _BATCH = 10
 _ATTEMPTS = 5
-
-
-@functools.lru_cache(maxsize=1)
-def _sqs():
-    return boto3.client("sqs")
 
 
 class Queue:
@@ -25,7 +19,7 @@ class Queue:
 
     @property
     def client(self):
-        return self._client or _sqs()
+        return self._client or aws_clients.client("sqs")
 
     def send(self, body: dict, *, delay_seconds: int = 0) -> None:
         self.client.send_message(QueueUrl=self.url, MessageBody=json.dumps(body), DelaySeconds=delay_seconds)

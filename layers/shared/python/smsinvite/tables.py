@@ -2,7 +2,7 @@
 
 Models are bound to table names from Settings at call time (not at import), so nothing touches
 DynamoDB or reads the environment on import, and tests can bind fresh names. Endpoints come from
-botocore's usual configuration (AWS_ENDPOINT_URL_DYNAMODB locally), never from code.
+the usual configuration (AWS_ENDPOINT_URL_DYNAMODB locally), never from code.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
+from smsinvite.aws_clients import endpoint_for
 from smsinvite.settings import Settings
 from smsinvite.status import Status
 
@@ -144,6 +145,7 @@ class Tables:
 def tables(settings: Settings) -> Tables:
     return _bind(
         settings.aws_region,
+        endpoint_for("dynamodb"),
         settings.campaigns_table,
         settings.recipients_table,
         settings.imports_table,
@@ -155,10 +157,12 @@ def tables(settings: Settings) -> Tables:
 
 @functools.lru_cache(maxsize=16)
 def _bind(
-    region: str, campaigns: str, recipients: str, imports: str, codes: str, suppressions: str, inbox: str
+    region: str,
+    host: str | None,
+    campaigns: str, recipients: str, imports: str, codes: str, suppressions: str, inbox: str
 ) -> Tables:
     def bound(model: type[Model], table_name: str):
-        meta = type("Meta", (), {"table_name": table_name, "region": region})
+        meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
         return type(model.__name__, (model,), {"Meta": meta, "__module__": __name__})
 
     return Tables(

@@ -17,12 +17,12 @@ from datetime import datetime
 from enum import Enum
 
 import requests
-from aws_lambda_powertools.utilities import parameters
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from smsinvite.aws_clients import secrets_provider
 from smsinvite.settings import Settings
 
 TWILIO_API_ORIGIN = "https://api.twilio.com"
@@ -83,7 +83,7 @@ class _RedirectingHttpClient(TwilioHttpClient):
 
 def auth_token(settings: Settings) -> str:
     """The auth token from Secrets Manager, cached per container for a few minutes."""
-    return parameters.get_secret(settings.twilio_auth_token_secret, max_age=AUTH_TOKEN_MAX_AGE_SECONDS)
+    return secrets_provider().get(settings.twilio_auth_token_secret, max_age=AUTH_TOKEN_MAX_AGE_SECONDS)
 
 
 @functools.lru_cache(maxsize=4)
