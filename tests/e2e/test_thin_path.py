@@ -2,7 +2,7 @@
 
 import base64
 from datetime import timedelta
-from urllib.parse import quote_plus
+from urllib.parse import parse_qsl, quote_plus
 
 import boto3
 import requests
@@ -203,3 +203,44 @@ def test_an_inbound_post_without_a_valid_signature_gets_403(stack, store):
     response = requests.post(url, data=form, headers={"X-Twilio-Signature": base64.b64encode(b"x" * 20)}, timeout=10)
     assert response.status_code == 403
     assert list(store.t.inbox.query("+14155550107")) == []
+
+
+def test_the_console_status_callback_sample_is_refused_unsigned_and_accepted_when_signed(stack, event):
+    # Given the console sample, delivered as API Gateway would deliver it
+    sample = event("http-status-callback.json")
+    assert stack.router.invoke("StatusWebhookFunction", sample)["statusCode"] == 403
+
+    # When it carries a signature made with the account's token for the public URL
+    form = dict(parse_qsl(base64.b64decode(sample["body"]).decode()))
+    url = f"{stack.api_url}/twilio/status?{sample['rawQueryString']}"
+    sample["headers"]["x-twilio-signature"] = RequestValidator(stack.twilio.auth_token).compute_signature(url, form)
+
+    # Then it is accepted (its recipient does not exist here, so nothing changes)
+    assert stack.router.invoke("StatusWebhookFunction", sample)["statusCode"] == 204
+
+
+def test_a_short_link_redirects_to_the_survey_with_its_code(stack, store, campaign_id):
+    # Given a campaign and a code for one invitee
+    create_campaign(stack, campaign_id)
+    store.t.codes("R3D1RECT7Q2X", campaign_id=campaign_id).save()
+
+    # When the invitee opens the link
+    response = requests.get(f"{stack.api_url}/i/R3D1RECT7Q2X", allow_redirects=False, timeout=10)
+
+    # Then they land on the survey with the code
+    assert response.status_code == 302
+    assert response.headers["Location"] == "https://survey.example.com/s/spring?code=R3D1RECT7Q2X"
+
+
+def test_an_unknown_or_expired_short_link_gets_a_small_page_that_reveals_nothing(stack, store, campaign_id, event):
+    create_campaign(stack, campaign_id)
+    store.t.codes("EXPIRED2024X", campaign_id=campaign_id, expires_at=utcnow() - timedelta(days=1)).save()
+
+    unknown = stack.router.invoke("CodesApiFunction", event("http-short-link.json"))
+    expired = requests.get(f"{stack.api_url}/i/EXPIRED2024X", allow_redirects=False, timeout=10)
+    malformed = requests.get(f"{stack.api_url}/i/%3Cscript%3E", allow_redirects=False, timeout=10)
+
+    assert unknown["statusCode"] == 404
+    assert expired.status_code == 410
+    assert malformed.status_code == 404
+    assert campaign_id not in expired.text and "survey.example.com" not in expired.text
