@@ -18,6 +18,7 @@ from local.demo import (
     twilio_messages_of,
     upload_and_import,
     wait_for,
+    whole_numbers_in,
 )
 from smsinvite.messages import body_digest
 from smsinvite.status import Status
@@ -34,9 +35,10 @@ def test_the_local_stack_runs_on_dynamodb_local(stack):
     assert stack.services.engine == "dynamodb-local"
 
 
-def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_status(stack, campaign_id):
+def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_status(stack, campaign_id, capfd):
     # Given the demo's messy CSV, when it runs the whole thin path
     result = run_thin_path(stack, campaign_id=campaign_id)
+    logs = capfd.readouterr()
 
     # Then every row ended in one outcome, only valid mobiles were texted, once each
     assert result.import_summary == {
@@ -46,6 +48,9 @@ def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_sta
     assert sorted(result.statuses.values()) == ["delivered", "delivered", "delivered", "undelivered"]
     # And the signed callbacks moved the counters once per real transition
     assert counters(stack, campaign_id) == {"delivered": 3, "undelivered": 1}
+    # And the functions logged, but no phone number whole
+    assert "invitation accepted by Twilio" in logs.out
+    assert whole_numbers_in(logs.out + logs.err, result.statuses) == 0
 
 
 def test_the_same_upload_reported_twice_imports_once(stack, store, campaign_id, event):
