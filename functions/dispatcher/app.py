@@ -16,7 +16,7 @@ SAFETY_MARGIN_MS = 10_000
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def record_handler(record: SQSRecord, context) -> None:
+def record_handler(record: SQSRecord, lambda_context) -> None:
     settings = Settings.from_env()
     request = DispatchRequest.model_validate(json.loads(record.body))
     dispatcher = Dispatcher(Store(settings), Queue(settings.send_queue_url), page_size=settings.dispatch_page_size)
@@ -27,7 +27,7 @@ def record_handler(record: SQSRecord, context) -> None:
         if cursor is None:
             logger.info("dispatch complete", extra={"campaign_id": request.campaign_id, "queued": queued})
             return
-        if context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
+        if lambda_context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
             Queue(settings.dispatch_queue_url).send({"campaign_id": request.campaign_id, "cursor": cursor})
             logger.info("dispatch continues in a new invocation", extra={"queued": queued})
             return
@@ -35,6 +35,4 @@ def record_handler(record: SQSRecord, context) -> None:
 
 @instrumented
 def lambda_handler(event: dict, context) -> dict:
-    return process_partial_response(
-        event=event, record_handler=lambda record: record_handler(record, context), processor=processor, context=context
-    )
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

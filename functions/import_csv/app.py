@@ -1,22 +1,54 @@
-"""S3 put -> import the recipients of one CSV upload."""
+"""S3 put -> register the upload's import; import queue -> run an import from its last checkpoint."""
 
-from smsinvite.csv_rows import read_rows
-from smsinvite.importing import RecipientImport, S3Upload
-from smsinvite.object_store import object_chunks
-from smsinvite.observability import instrumented, logger, metrics, MetricUnit
+import json
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from smsinvite.importing import ImportRunner, S3Upload
+from smsinvite.observability import MetricUnit, instrumented, logger, metrics
+from smsinvite.queues import Queue
 from smsinvite.settings import Settings
 from smsinvite.store import Store
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def runner(settings: Settings) -> ImportRunner:
+    return ImportRunner.continuing_on_queue(Store(settings), settings)
+
+
+def time_budget(context):
+    """Seconds left, and the margin kept to save a checkpoint and hand over before the cut-off."""
+    total = context.get_remaining_time_in_millis() / 1000
+    return (lambda: context.get_remaining_time_in_millis() / 1000), min(20.0, total / 5)
+
+
+def on_upload(record: dict, settings: Settings) -> dict:
+    upload = S3Upload.from_record(record)
+    registered, new = runner(settings).register_upload(upload)
+    if registered.state == "running":
+        # Also when S3 reports the upload again: a stalled import gets going; a live one ignores it.
+        Queue(settings.import_queue_url).send({"import_id": registered.import_id})
+    logger.info("upload registered", extra={"import_id": registered.import_id, "new": new, "state": registered.state})
+    return {"import_id": registered.import_id, "state": registered.state, "new": new}
+
+
+def on_continuation(record: SQSRecord, lambda_context) -> None:
+    settings = Settings.from_env()
+    time_left, margin = time_budget(lambda_context)
+    summary = runner(settings).run(json.loads(record.body)["import_id"], time_left=time_left, margin=margin)
+    logger.info("import step", extra=summary.as_dict())
+    if summary.state != "running":
+        metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=summary.outcomes.get("imported", 0))
 
 
 @instrumented
 def lambda_handler(event: dict, context) -> dict:
+    records = event.get("Records", [])
+    if records and records[0].get("eventSource") == "aws:sqs":
+        return process_partial_response(
+            event=event, record_handler=on_continuation, processor=processor, context=context
+        )
     settings = Settings.from_env()
-    importer = RecipientImport(Store(settings))
-    results = []
-    for record in event.get("Records", []):
-        upload = S3Upload.from_record(record)
-        summary = importer.run(upload, read_rows(object_chunks(upload.bucket, upload.key, upload.version_id)))
-        logger.info("import finished", extra=summary.as_dict())
-        metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=summary.outcomes["imported"])
-        results.append(summary.as_dict())
-    return {"imports": results}
+    return {"imports": [on_upload(record, settings) for record in records]}

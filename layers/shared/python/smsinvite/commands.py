@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
-from smsinvite.errors import InvalidInput
+from smsinvite.errors import InvalidInput, NotFound
+from smsinvite.importing import ImportRunner, ImportSummary
+from smsinvite.settings import Settings
 from smsinvite.status import Status
 from smsinvite.store import Store
+
+MAX_LIST_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    store: Store
+    settings: Settings
+    runner: ImportRunner
+    time_left: Callable[[], float]
 
 _SENDER = re.compile(r"^(MG[0-9a-fA-F]{32}|\+[1-9]\d{6,14})$")
 
@@ -40,7 +55,30 @@ class CampaignStatus(_Command):
     campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def create_campaign(store: Store, command: CreateCampaign) -> dict:
+class AddRecipients(_Command):
+    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    recipients: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_LIST_ENTRIES)
+    # The same request_id twice is one import: a retried command adds nobody twice.
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @field_validator("recipients")
+    @classmethod
+    def _each_has_a_phone(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        missing = [i for i, entry in enumerate(entries) if not any(str(k).strip().lower() == "phone" for k in entry)]
+        if missing:
+            shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ValueError(f"every recipient needs a 'phone'; missing at index {shown}")
+        return entries
+
+
+class AddPanel(_Command):
+    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    panel_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def create_campaign(context: CommandContext, command: CreateCampaign) -> dict:
+    store = context.store
     record = store.new_campaign(
         campaign_id=command.campaign_id,
         name=command.name,
@@ -54,8 +92,8 @@ def create_campaign(store: Store, command: CreateCampaign) -> dict:
     return {"campaign_id": record.campaign_id, "state": record.state}
 
 
-def campaign_status(store: Store, command: CampaignStatus) -> dict:
-    campaign = store.campaign(command.campaign_id)
+def campaign_status(context: CommandContext, command: CampaignStatus) -> dict:
+    campaign = context.store.campaign(command.campaign_id)
     counts = {status.value: int(getattr(campaign, f"count_{status.value}") or 0) for status in Status}
     return {
         "campaign_id": campaign.campaign_id,
@@ -63,11 +101,43 @@ def campaign_status(store: Store, command: CampaignStatus) -> dict:
         "state": campaign.state,
         "counts": counts,
         "dispatched": int(campaign.dispatched or 0),
+        "rows_excluded": {
+            "duplicate": int(campaign.rows_duplicate or 0),
+            "invalid": int(campaign.rows_invalid or 0),
+            "landline": int(campaign.rows_landline or 0),
+        },
     }
 
 
-COMMANDS: dict[str, tuple[type[_Command], Callable[[Store, _Command], dict]]] = {
+def _run_import(context: CommandContext, record, new: bool) -> dict:
+    """Run the import now for as long as the command may; a long one continues on the import queue."""
+    if new or record.state == "running":
+        summary = context.runner.run(
+            record.import_id, time_left=context.time_left, margin=min(15.0, context.time_left() / 4)
+        )
+    else:
+        summary = ImportSummary.of(record)
+    return summary.as_dict()
+
+
+def add_recipients(context: CommandContext, command: AddRecipients) -> dict:
+    context.store.campaign(command.campaign_id)
+    record, new = context.runner.register_list(command.campaign_id, command.recipients, command.request_id)
+    return _run_import(context, record, new)
+
+
+def add_panel(context: CommandContext, command: AddPanel) -> dict:
+    context.store.campaign(command.campaign_id)
+    if not context.store.panel_exists(command.panel_id):
+        raise NotFound(f"panel {command.panel_id} has no members (upload panels/{command.panel_id}/<name>.csv first)")
+    record, new = context.runner.register_panel(command.campaign_id, command.panel_id, command.request_id)
+    return _run_import(context, record, new)
+
+
+COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, _Command], dict]]] = {
     "create_campaign": (CreateCampaign, create_campaign),
+    "add_recipients": (AddRecipients, add_recipients),
+    "add_panel": (AddPanel, add_panel),
     "status": (CampaignStatus, campaign_status),
 }
 
@@ -88,7 +158,7 @@ def parse_command(event: object) -> _Command:
         raise InvalidInput(f"{name} is not valid", details=problems) from None
 
 
-def run_command(store: Store, event: object) -> dict:
+def run_command(context: CommandContext, event: object) -> dict:
     command = parse_command(event)
     _, action = COMMANDS[command.command]
-    return action(store, command)
+    return action(context, command)

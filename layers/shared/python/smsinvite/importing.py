@@ -1,25 +1,76 @@
-"""Importing recipients: every row ends in exactly one outcome, counted on the import record."""
+"""Importing rows (recipients, panel members, tokens, suppressions): every row ends in one outcome.
+
+An import is a record in the imports table plus a source of rows (a CSV in S3, a list from a
+command, or a panel's members). It runs in chunks: each chunk is checked and written in batches,
+then a checkpoint saves the position, the counts and the chunk's rejected rows in one conditional
+transaction. A cut-off invocation is resumed from its last checkpoint by a fresh one; rows written
+after that checkpoint are recognised as this import's own (same import id and row), so the counts
+come out exact whatever the cut.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from enum import Enum
+from pathlib import PurePosixPath
 from urllib.parse import unquote_plus
 
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
+from pynamodb.transactions import TransactWrite
 
-from smsinvite.csv_rows import CsvFileError, CsvRow
-from smsinvite.phones import InvalidPhone, LineType, normalise
+from smsinvite.batches import DynamoBatches
+from smsinvite.csv_rows import CODE_HEADERS, CsvFileError, CsvLayout, read_rows
 from smsinvite.errors import NotFound
-from smsinvite.store import Store, _is_condition_failure, utcnow
-from smsinvite.tables import CampaignRecord
+from smsinvite.object_store import csv_bytes, object_chunks, put_csv
+from smsinvite.observability import logger
+from smsinvite.phones import InvalidPhone, LineType, normalise
+from smsinvite.queues import Queue
+from smsinvite.reports import Rejected, RejectedRowsReport
+from smsinvite.settings import Settings
+from smsinvite.status import Status
+from smsinvite.store import Store, _is_condition_failure, recipient_id_for, utcnow
+from smsinvite.tables import CampaignRecord, ImportRecord, counter
 
-IMPORT_PREFIXES = ("imports", "panels", "tokens", "suppressions")
-_CAMPAIGN_KEY = re.compile(r"^imports/(?P<campaign_id>[A-Za-z0-9_-]{1,64})/[^/]+$")
+CHUNK_ROWS = 100
+# Lists entered by hand are kept here as CSVs; the prefix triggers nothing.
+MANUAL_PREFIX = "commands/recipients/"
+LEASE_SECONDS = 420  # longer than the import function's timeout: a dead holder's lease runs out
+_ID = r"[A-Za-z0-9_-]{1,64}"
+_CODE = re.compile(r"^[A-Za-z0-9]{4,64}$")
+# A file whose rows are mostly unusable completes, but says so.
+WARN_WHEN_UNUSABLE_SHARE = 0.5
+
+
+class ImportKind(str, Enum):
+    RECIPIENTS = "recipients"
+    PANEL = "panel"
+    TOKENS = "tokens"
+    SUPPRESSIONS = "suppressions"
+
+
+_PREFIXES = {
+    "imports": (ImportKind.RECIPIENTS, re.compile(rf"^imports/(?P<target>{_ID})/[^/]+$")),
+    "panels": (ImportKind.PANEL, re.compile(rf"^panels/(?P<target>{_ID})/[^/]+$")),
+    "tokens": (ImportKind.TOKENS, re.compile(rf"^tokens/(?P<target>{_ID})/[^/]+$")),
+    "suppressions": (ImportKind.SUPPRESSIONS, re.compile(r"^suppressions/[^/]+$")),
+}
+
+
+class ImportState(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_WARNINGS = "completed_with_warnings"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not ImportState.RUNNING
 
 
 @dataclass(frozen=True)
@@ -50,13 +101,17 @@ class S3Upload:
 
     @property
     def import_id(self) -> str:
-        digest = hashlib.sha256(f"{self.bucket}\n{self.key}\n{self.version}".encode()).hexdigest()
-        return f"imp_{digest[:24]}"
+        return _import_id(self.bucket, self.key, self.version)
 
-    @property
-    def kind(self) -> str:
-        prefix = self.key.split("/", 1)[0]
-        return prefix if prefix in IMPORT_PREFIXES else "unknown"
+
+def outcomes_of(record: ImportRecord) -> dict[str, int]:
+    outcomes = record.outcomes
+    raw = outcomes if isinstance(outcomes, dict) else outcomes.as_dict()
+    return {reason: int(n) for reason, n in raw.items()}
+
+
+def _import_id(*parts: str) -> str:
+    return "imp_" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -64,99 +119,586 @@ class ImportSummary:
     import_id: str
     state: str
     rows: int = 0
-    outcomes: Counter = field(default_factory=Counter)
+    outcomes: dict = field(default_factory=dict)
     reason: str | None = None
+    warning: str | None = None
+    report_key: str | None = None
+
+    @classmethod
+    def of(cls, record: ImportRecord) -> "ImportSummary":
+        return cls(
+            import_id=record.import_id,
+            state=record.state,
+            rows=int(record.rows_processed),
+            outcomes=outcomes_of(record),
+            reason=record.reason,
+            warning=record.warning,
+            report_key=record.report_key,
+        )
 
     def as_dict(self) -> dict:
-        body = {"import_id": self.import_id, "state": self.state, "rows": self.rows, "outcomes": dict(self.outcomes)}
-        if self.reason:
-            body["reason"] = self.reason
+        body = {"import_id": self.import_id, "state": self.state, "rows": self.rows, "outcomes": self.outcomes}
+        for name in ("reason", "warning", "report_key"):
+            if getattr(self, name):
+                body[name] = getattr(self, name)
         return body
 
 
-def outcome_of_row(row: CsvRow, campaign: CampaignRecord, store: Store, import_id: str) -> str:
-    try:
-        phone = normalise(row.phone, row.country or campaign.default_region)
-    except InvalidPhone as invalid:
-        return f"invalid:{invalid.reason.value}"
-    if phone.line_type is LineType.LANDLINE and not campaign.allow_landlines:
-        return "landline"
-    if store.is_suppressed(phone.e164):
-        return "suppressed"
-    if not store.add_recipient(campaign.campaign_id, phone, row.fields, import_id=import_id, row_number=row.number):
-        return "duplicate"
-    return "imported"
+@dataclass(frozen=True)
+class Row:
+    """A row from any source: its number, the raw key value (a phone or a code), and the rest."""
+
+    number: int
+    value: str
+    country: str | None
+    fields: dict[str, str]
+    position: str  # where a resumed import starts after this row
 
 
-RUNNING_IMPORT_IS_ALIVE_FOR = timedelta(minutes=6)  # longer than the import function's timeout
+@dataclass
+class ChunkResult:
+    outcomes: Counter = field(default_factory=Counter)
+    rejected: list[Rejected] = field(default_factory=list)
+    status_deltas: Counter = field(default_factory=Counter)
+
+    def reject(self, row: Row, reason: str) -> None:
+        self.outcomes[reason] += 1
+        self.rejected.append(Rejected(row.number, row.value, reason))
 
 
-def _should_resume(existing) -> bool:
-    if existing.state == "running":
-        return utcnow() - existing.started_at > RUNNING_IMPORT_IS_ALIVE_FOR
-    return existing.state == "failed" and existing.reason == "internal_error"
+# ---------------------------------------------------------------------------------------- sinks
+class RecipientSink:
+    """Rows into a campaign's audience: normalised, deduped by E.164, suppressed numbers marked."""
+
+    def __init__(self, store: Store, batches: DynamoBatches, campaign: CampaignRecord, import_id: str) -> None:
+        self.store, self.batches, self.campaign, self.import_id = store, batches, campaign, import_id
+
+    def process(self, rows: list[Row]) -> ChunkResult:
+        result = ChunkResult()
+        campaign_id = self.campaign.campaign_id
+        candidates: dict[str, tuple[Row, object]] = {}
+        for row in rows:
+            try:
+                phone = normalise(row.value, row.country or self.campaign.default_region)
+            except InvalidPhone as invalid:
+                result.reject(row, f"invalid:{invalid.reason.value}")
+                continue
+            if phone.line_type is LineType.LANDLINE and not self.campaign.allow_landlines:
+                result.reject(row, "landline")
+                continue
+            recipient_id = recipient_id_for(campaign_id, phone.e164)
+            if recipient_id in candidates:
+                result.reject(row, "duplicate")
+                continue
+            candidates[recipient_id] = (row, phone)
+
+        recipients = self.store.t.recipients
+        existing = {r.recipient_id: r for r in self.batches.get(recipients, [(campaign_id, rid) for rid in candidates])}
+        suppressed = {s.phone for s in self.batches.get(self.store.t.suppressions, [(p.e164,) for _, p in candidates.values()])}
+        new = []
+        for recipient_id, (row, phone) in candidates.items():
+            earlier = existing.get(recipient_id)
+            if earlier is not None and not (earlier.import_id == self.import_id and earlier.row_number == row.number):
+                result.reject(row, "duplicate")
+                continue
+            status = Status.SKIPPED_OPTED_OUT if phone.e164 in suppressed else Status.IMPORTED
+            if earlier is not None:  # written by this import before a cut-off: count it, don't write it again
+                status = Status(earlier.status) if earlier.status == Status.SKIPPED_OPTED_OUT.value else Status.IMPORTED
+            result.outcomes["suppressed" if status is Status.SKIPPED_OPTED_OUT else "imported"] += 1
+            result.status_deltas[status] += 1
+            if earlier is None:
+                new.append(
+                    recipients(
+                        campaign_id,
+                        recipient_id,
+                        phone=phone.e164,
+                        region=phone.region,
+                        line_type=phone.line_type.value,
+                        fields=row.fields,
+                        status=status.value,
+                        status_rank=status.rank,
+                        failure_reason="suppressed_at_import" if status is Status.SKIPPED_OPTED_OUT else None,
+                        import_id=self.import_id,
+                        row_number=row.number,
+                        updated_at=utcnow(),
+                    )
+                )
+        self.batches.put(new)
+        return result
 
 
-class RecipientImport:
-    """One upload of imports/<campaign_id>/<name>.csv, run once however often S3 reports it."""
+class PanelSink:
+    """Rows into a panel: a reusable list of normalised members, deduped by E.164."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, batches: DynamoBatches, panel_id: str, import_id: str, region: str) -> None:
+        self.store, self.batches, self.panel_id, self.import_id, self.region = store, batches, panel_id, import_id, region
+
+    def process(self, rows: list[Row]) -> ChunkResult:
+        result = ChunkResult()
+        candidates: dict[str, tuple[Row, object]] = {}
+        for row in rows:
+            try:
+                phone = normalise(row.value, row.country or self.region)
+            except InvalidPhone as invalid:
+                result.reject(row, f"invalid:{invalid.reason.value}")
+                continue
+            if phone.e164 in candidates:
+                result.reject(row, "duplicate")
+                continue
+            candidates[phone.e164] = (row, phone)
+        panels = self.store.t.panels
+        existing = {m.phone: m for m in self.batches.get(panels, [(self.panel_id, e164) for e164 in candidates])}
+        new = []
+        for e164, (row, phone) in candidates.items():
+            earlier = existing.get(e164)
+            if earlier is not None and not (earlier.import_id == self.import_id and earlier.row_number == row.number):
+                result.reject(row, "duplicate")
+                continue
+            result.outcomes["imported"] += 1
+            if earlier is None:
+                new.append(
+                    panels(
+                        self.panel_id, e164, region=phone.region, line_type=phone.line_type.value,
+                        fields=row.fields, import_id=self.import_id, row_number=row.number,
+                    )
+                )
+        self.batches.put(new)
+        return result
+
+
+class TokenSink:
+    """Rows of pre-generated codes into a campaign's pool. A code that exists anywhere is refused."""
+
+    def __init__(self, store: Store, batches: DynamoBatches, campaign_id: str, import_id: str) -> None:
+        self.store, self.batches, self.campaign_id, self.import_id = store, batches, campaign_id, import_id
+
+    def process(self, rows: list[Row]) -> ChunkResult:
+        result = ChunkResult()
+        candidates: dict[str, Row] = {}
+        for row in rows:
+            code = row.value.strip()
+            if not _CODE.match(code):
+                result.reject(row, "invalid_code")
+            elif code in candidates:
+                result.reject(row, "duplicate_code")
+            else:
+                candidates[code] = row
+        codes = self.store.t.codes
+        existing = {c.code: c for c in self.batches.get(codes, [(code,) for code in candidates])}
+        for code, row in candidates.items():
+            earlier = existing.get(code)
+            if earlier is None:
+                continue
+            if earlier.import_id == self.import_id and earlier.row_number == row.number:
+                result.outcomes["imported"] += 1
+            else:
+                result.reject(row, "duplicate_code")
+        fresh = {code: row for code, row in candidates.items() if code not in existing}
+        for code, row in fresh.items():
+            # Conditional, one by one: uniqueness across campaigns must hold against concurrent imports.
+            record = codes(
+                code, campaign_id=self.campaign_id, pool_campaign_id=self.campaign_id,
+                import_id=self.import_id, row_number=row.number,
+            )
+            try:
+                record.save(condition=codes.code.does_not_exist())
+            except PutError as error:
+                if not _is_condition_failure(error):
+                    raise
+                result.reject(row, "duplicate_code")
+                continue
+            result.outcomes["imported"] += 1
+        return result
+
+
+class SuppressionSink:
+    """Rows of numbers onto the suppression list (the blocklist)."""
+
+    def __init__(self, store: Store, batches: DynamoBatches, import_id: str, region: str) -> None:
+        self.store, self.batches, self.import_id, self.region = store, batches, import_id, region
+
+    def process(self, rows: list[Row]) -> ChunkResult:
+        result = ChunkResult()
+        candidates: dict[str, Row] = {}
+        for row in rows:
+            try:
+                phone = normalise(row.value, row.country or self.region)
+            except InvalidPhone as invalid:
+                result.reject(row, f"invalid:{invalid.reason.value}")
+                continue
+            if phone.e164 in candidates:
+                result.reject(row, "duplicate")
+                continue
+            candidates[phone.e164] = row
+        suppressions = self.store.t.suppressions
+        existing = {s.phone: s for s in self.batches.get(suppressions, [(e164,) for e164 in candidates])}
+        new = []
+        for e164, row in candidates.items():
+            earlier = existing.get(e164)
+            if earlier is not None and not (earlier.import_id == self.import_id and earlier.row_number == row.number):
+                result.outcomes["already_suppressed"] += 1  # keeps its first reason (an opt-out stays an opt-out)
+                continue
+            result.outcomes["imported"] += 1
+            if earlier is None:
+                new.append(
+                    suppressions(
+                        e164, reason="blocklist", source="import", created_at=utcnow(),
+                        import_id=self.import_id, row_number=row.number,
+                    )
+                )
+        self.batches.put(new)
+        return result
+
+
+# ---------------------------------------------------------------------------------------- sources
+def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | None = None) -> Iterator[Row]:
+    """Rows of the upload from the record's position, saving the layout on the record when first read."""
+    offset = int(record.position or 0)
+    layout = CsvLayout.from_dict(json.loads(record.layout)) if record.layout else None
+    if layout is not None and offset == 0:
+        offset = layout.data_offset
+    chunks = object_chunks(record.bucket, record.key, record.version or None, start=offset)
+    options = {"key_headers": key_headers} if key_headers else {}
+
+    def remember(found: CsvLayout) -> None:
+        record.layout = json.dumps(found.as_dict())
+
+    for row in read_rows(
+        chunks,
+        phone_column=record.phone_column,
+        resume=layout,
+        start_offset=offset,
+        start_row=int(record.rows_processed),
+        on_layout=remember,
+        **options,
+    ):
+        yield Row(row.number, row.phone, row.country, row.fields, str(row.end_offset))
+
+
+def rows_from_panel(store: Store, panel_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
+    panels = store.t.panels
+    start_key = {"panel_id": {"S": panel_id}, "phone": {"S": after_phone}} if after_phone else None
+    number = start_row
+    for member in panels.query(panel_id, last_evaluated_key=start_key, consistent_read=True):
+        number += 1
+        yield Row(number, member.phone, member.region, member.fields.as_dict(), member.phone)
+
+
+# ---------------------------------------------------------------------------------------- runner
+class ImportRunner:
+    """Runs an import from its last checkpoint until it is done or the invocation's time runs low."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        batches: DynamoBatches | None = None,
+        continue_later: Callable[[str, int], None],
+    ) -> None:
         self.store = store
+        self.settings = settings
+        self.batches = batches or DynamoBatches()
+        self.continue_later = continue_later
 
-    def run(self, upload: S3Upload, rows: Iterable[CsvRow]) -> ImportSummary:
+    @classmethod
+    def continuing_on_queue(cls, store: Store, settings: Settings) -> "ImportRunner":
+        """A runner that hands an unfinished import to the import queue for a fresh invocation."""
+        queue = Queue(settings.import_queue_url)
+        return cls(
+            store,
+            settings,
+            continue_later=lambda import_id, delay: queue.send({"import_id": import_id}, delay_seconds=delay),
+        )
+
+    # --------------------------------------------------------------- starting
+    def register_upload(self, upload: S3Upload) -> tuple[ImportRecord, bool]:
+        """The import record for an upload; False when S3 had already reported it."""
+        prefix = upload.key.split("/", 1)[0]
+        kind, pattern = _PREFIXES.get(prefix, (None, None))
+        match = pattern.match(upload.key) if pattern else None
         imports = self.store.t.imports
-        summary = ImportSummary(upload.import_id, "running")
-        match = _CAMPAIGN_KEY.match(upload.key)
         record = imports(
             upload.import_id,
+            kind=kind.value if kind else "unknown",
+            source="s3",
             bucket=upload.bucket,
             key=upload.key,
-            version=upload.version,
-            kind=upload.kind,
-            campaign_id=match["campaign_id"] if match else None,
+            version=upload.version_id or "",
             started_at=utcnow(),
+            updated_at=utcnow(),
         )
-        try:
-            record.save(condition=imports.import_id.does_not_exist())
-        except PutError as exc:
-            if not _is_condition_failure(exc):
-                raise
-            existing = imports.get(upload.import_id, consistent_read=True)
-            if not _should_resume(existing):
-                outcomes = Counter(existing.outcomes.as_dict())
-                return ImportSummary(upload.import_id, "duplicate_event", existing.rows_processed, outcomes)
-            record = existing  # an earlier attempt died: run again; stored rows come back as duplicates
+        if match and kind in (ImportKind.RECIPIENTS, ImportKind.TOKENS):
+            record.campaign_id = match["target"]
+        if match and kind is ImportKind.PANEL:
+            record.panel_id = match["target"]
+        created = self._create(record)
+        if not created:
+            return imports.get(upload.import_id, consistent_read=True), False
+        problem = None
+        if kind is None:
+            problem = ("unknown_prefix", f"uploads under {prefix}/ are not imported (use imports/, panels/, tokens/ or suppressions/)")
+        elif not match:
+            problem = ("bad_key", f"expected {pattern.pattern.strip('^$')} (no sub-folders)")
+        elif not upload.key.lower().endswith((".csv", ".txt")):
+            problem = ("not_a_csv", "only .csv (or .txt) files are imported")
+        elif upload.size > self.settings.max_import_bytes:
+            problem = ("file_too_large", f"the file is {upload.size} bytes; the limit is {self.settings.max_import_bytes}")
+        if problem:
+            self._finish(record, ImportState.FAILED, reason=f"{problem[0]}: {problem[1]}")
+        return record, True
 
+    def register_list(self, campaign_id: str, entries: list[dict], request_id: str) -> tuple[ImportRecord, bool]:
+        """A list entered by hand becomes a CSV in the bucket, then runs through the same pipeline."""
+        import_id = _import_id("manual", campaign_id, request_id)
+        key = f"{MANUAL_PREFIX}{campaign_id}/{request_id}.csv"
+        put_csv(self.settings.imports_bucket, key, _list_as_csv(entries))
+        record = self.store.t.imports(
+            import_id, kind=ImportKind.RECIPIENTS.value, source="manual", campaign_id=campaign_id,
+            bucket=self.settings.imports_bucket, key=key, version="", phone_column="phone",
+            started_at=utcnow(), updated_at=utcnow(),
+        )
+        created = self._create(record)
+        return (record if created else self.store.t.imports.get(record.import_id, consistent_read=True)), created
+
+    def register_panel(self, campaign_id: str, panel_id: str, request_id: str) -> tuple[ImportRecord, bool]:
+        record = self.store.t.imports(
+            _import_id("panel", campaign_id, panel_id, request_id),
+            kind=ImportKind.RECIPIENTS.value, source="panel", campaign_id=campaign_id, panel_id=panel_id,
+            started_at=utcnow(), updated_at=utcnow(),
+        )
+        created = self._create(record)
+        return (record if created else self.store.t.imports.get(record.import_id, consistent_read=True)), created
+
+    def _create(self, record: ImportRecord) -> bool:
         try:
-            if upload.kind != "imports":
-                raise CsvFileError("unsupported_prefix", f"uploads under {upload.kind}/ are not imported yet")
-            if not match:
-                raise CsvFileError("bad_key", "expected a key of the form imports/<campaign_id>/<name>.csv")
-            try:
-                campaign = self.store.campaign(match["campaign_id"])
-            except NotFound:
-                raise CsvFileError("unknown_campaign", f"campaign {match['campaign_id']} does not exist") from None
-            for row in rows:
-                summary.rows += 1
-                summary.outcomes[outcome_of_row(row, campaign, self.store, upload.import_id)] += 1
-            summary.state = "completed"
+            record.save(condition=self.store.t.imports.import_id.does_not_exist())
+        except PutError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    # --------------------------------------------------------------- running
+    def run(self, import_id: str, *, time_left: Callable[[], float], margin: float) -> ImportSummary:
+        record = self.store.t.imports.get(import_id, consistent_read=True)
+        if ImportState(record.state).is_final:
+            return ImportSummary.of(record)
+        try:
+            sink = self._sink(record)
         except CsvFileError as error:
-            summary.state, summary.reason = "failed", f"{error.reason}: {error.message}"
-        except Exception as error:  # noqa: BLE001 - recorded, then re-raised so the event is retried
-            summary.state, summary.reason = "failed", "internal_error"
-            self._finish(record, summary)
-            raise error
-        self._finish(record, summary)
-        return summary
+            self._finish(record, ImportState.FAILED, reason=f"{error.reason}: {error.message}")
+            return ImportSummary.of(record)
+        if record.kind == ImportKind.RECIPIENTS.value and not self._take_lease(record):
+            logger.info("another import of this campaign is running; waiting", extra={"import_id": import_id})
+            self.continue_later(import_id, 30)
+            return ImportSummary.of(record)
 
-    def _finish(self, record, summary: ImportSummary) -> None:
+        progress = _Progress(record)
+        try:
+            for chunk in _chunks(self._rows(record), CHUNK_ROWS):
+                progress.add(sink.process(chunk), chunk[-1])
+                if progress.rows_since_checkpoint >= self.settings.import_checkpoint_rows or time_left() < margin:
+                    if not self._checkpoint(record, progress):
+                        return ImportSummary.of(record)  # a duplicate delivery of this import got there first
+                    if time_left() < margin:
+                        self.continue_later(import_id, 0)
+                        logger.info("import continues in a new invocation", extra={"rows": int(record.rows_processed)})
+                        return ImportSummary.of(record)
+        except CsvFileError as error:
+            if self._checkpoint(record, progress):
+                self._finish(record, ImportState.FAILED, reason=f"{error.reason}: {error.message}")
+            return ImportSummary.of(record)
+        if self._checkpoint(record, progress):
+            self._complete(record)
+        return ImportSummary.of(record)
+
+    def _sink(self, record: ImportRecord):
+        kind = ImportKind(record.kind)
+        if kind is ImportKind.RECIPIENTS:
+            try:
+                campaign = self.store.campaign(record.campaign_id)
+            except NotFound:
+                raise CsvFileError("unknown_campaign", f"campaign {record.campaign_id} does not exist") from None
+            return RecipientSink(self.store, self.batches, campaign, record.import_id)
+        if kind is ImportKind.PANEL:
+            return PanelSink(self.store, self.batches, record.panel_id, record.import_id, self.settings.default_region)
+        if kind is ImportKind.TOKENS:
+            try:
+                self.store.campaign(record.campaign_id)
+            except NotFound:
+                raise CsvFileError("unknown_campaign", f"campaign {record.campaign_id} does not exist") from None
+            return TokenSink(self.store, self.batches, record.campaign_id, record.import_id)
+        return SuppressionSink(self.store, self.batches, record.import_id, self.settings.default_region)
+
+    def _rows(self, record: ImportRecord) -> Iterator[Row]:
+        if record.source == "panel":
+            return rows_from_panel(self.store, record.panel_id, record.position, int(record.rows_processed))
+        key_headers = CODE_HEADERS if record.kind == ImportKind.TOKENS.value else None
+        return csv_rows_from_s3(record, key_headers=key_headers)
+
+    # --------------------------------------------------------------- checkpoints
+    def _checkpoint(self, record: ImportRecord, progress: "_Progress") -> bool:
+        """Save position, counts and rejected rows at once; False if someone else saved this chunk first."""
+        if progress.rows_since_checkpoint == 0 and progress.position == record.position:
+            return True
+        imports, campaigns = self.store.t.imports, self.store.t.campaigns
+        parts = int(record.rejected_parts)
+        if progress.rejected:
+            self._report(record).write_part(parts, progress.rejected)
+            parts += 1
+        outcomes = Counter(outcomes_of(record)) + progress.outcomes
+        actions = [
+            imports.rows_processed.set(int(record.rows_processed) + progress.rows_since_checkpoint),
+            imports.outcomes.set(dict(outcomes)),
+            imports.position.set(progress.position),
+            imports.rejected_parts.set(parts),
+            imports.updated_at.set(utcnow()),
+        ]
+        if record.layout:
+            actions.append(imports.layout.set(record.layout))
+        try:
+            with TransactWrite(connection=self.store._connection()) as transaction:
+                transaction.update(
+                    imports(record.import_id), actions=actions,
+                    condition=imports.rows_processed == int(record.rows_processed),
+                )
+                if record.campaign_id and record.kind == ImportKind.RECIPIENTS.value:
+                    transaction.update(
+                        campaigns(record.campaign_id),
+                        actions=self._campaign_actions(progress) + [campaigns.import_lease_until.set(_lease_until())],
+                        condition=campaigns.import_lease == record.import_id,
+                    )
+        except TransactWriteError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        record.rows_processed = int(record.rows_processed) + progress.rows_since_checkpoint
+        record.outcomes = dict(outcomes)
+        record.position = progress.position
+        record.rejected_parts = parts
+        progress.reset()
+        return True
+
+    def _campaign_actions(self, progress: "_Progress") -> list:
+        campaigns = self.store.t.campaigns
+        actions = [counter(campaigns, status).add(n) for status, n in progress.status_deltas.items() if n]
+        invalid = sum(n for reason, n in progress.outcomes.items() if reason.startswith("invalid:"))
+        for attribute, n in (
+            (campaigns.rows_duplicate, progress.outcomes["duplicate"]),
+            (campaigns.rows_invalid, invalid),
+            (campaigns.rows_landline, progress.outcomes["landline"]),
+        ):
+            if n:
+                actions.append(attribute.add(n))
+        return actions
+
+    def _complete(self, record: ImportRecord) -> None:
+        rows = int(record.rows_processed)
+        outcomes = outcomes_of(record)
+        usable = int(outcomes.get("imported", 0)) + int(outcomes.get("suppressed", 0)) + int(outcomes.get("already_suppressed", 0))
+        if rows == 0:
+            self._finish(record, ImportState.FAILED, reason="no_rows: the file has a header but no rows")
+            return
+        report_key = None
+        if int(record.rejected_parts):
+            report_key = self._report(record).assemble(int(record.rejected_parts))
+        warning = None
+        if rows - usable > rows * WARN_WHEN_UNUSABLE_SHARE:
+            warning = f"{rows - usable} of {rows} rows could not be used; see the rejected-rows report"
+        state = ImportState.COMPLETED_WITH_WARNINGS if warning else ImportState.COMPLETED
+        self._finish(record, state, warning=warning, report_key=report_key)
+
+    def _finish(self, record: ImportRecord, state: ImportState, *, reason=None, warning=None, report_key=None) -> None:
         imports = self.store.t.imports
-        record.update(
-            actions=[
-                imports.state.set(summary.state),
-                imports.rows_processed.set(summary.rows),
-                imports.outcomes.set(dict(summary.outcomes)),
-                imports.finished_at.set(utcnow()),
-                imports.reason.set(summary.reason) if summary.reason else imports.reason.remove(),
-            ]
+        actions = [imports.state.set(state.value), imports.finished_at.set(utcnow()), imports.updated_at.set(utcnow())]
+        for attribute, value in ((imports.reason, reason), (imports.warning, warning), (imports.report_key, report_key)):
+            if value:
+                actions.append(attribute.set(value))
+        record.update(actions=actions)
+        self._release_lease(record)
+        logger.info("import finished", extra={"import_id": record.import_id, "state": state.value, "reason": reason})
+
+    def _report(self, record: ImportRecord) -> RejectedRowsReport:
+        target = record.campaign_id or record.panel_id or "suppressions"
+        name = PurePosixPath(record.key).stem if record.key else record.source
+        key = f"reports/imports/{target}/{name}-{record.import_id}-rejected.csv"
+        return RejectedRowsReport(self.settings.imports_bucket, record.import_id, key)
+
+    # --------------------------------------------------------------- one import per campaign at a time
+    def _take_lease(self, record: ImportRecord) -> bool:
+        campaigns = self.store.t.campaigns
+        free = (
+            campaigns.import_lease.does_not_exist()
+            | (campaigns.import_lease == record.import_id)
+            | (campaigns.import_lease_until < int(time.time()))
         )
+        try:
+            campaigns(record.campaign_id).update(
+                actions=[campaigns.import_lease.set(record.import_id), campaigns.import_lease_until.set(_lease_until())],
+                condition=campaigns.campaign_id.exists() & free,
+            )
+        except UpdateError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def _release_lease(self, record: ImportRecord) -> None:
+        if not record.campaign_id or record.kind != ImportKind.RECIPIENTS.value:
+            return
+        campaigns = self.store.t.campaigns
+        try:
+            campaigns(record.campaign_id).update(
+                actions=[campaigns.import_lease.remove(), campaigns.import_lease_until.remove()],
+                condition=campaigns.import_lease == record.import_id,
+            )
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+
+
+def _list_as_csv(entries: list[dict]) -> bytes:
+    """phone, country, then every attribute any entry has, in first-seen order."""
+    names: dict[str, None] = {"phone": None, "country": None}
+    for entry in entries:
+        names.update(dict.fromkeys(str(k).strip() for k in entry))
+    columns = list(names)
+    rows = [columns] + [["" if entry.get(c) is None else str(entry.get(c)) for c in columns] for entry in entries]
+    return csv_bytes(rows)
+
+
+def _lease_until() -> int:
+    return int(time.time()) + LEASE_SECONDS
+
+
+class _Progress:
+    """What happened since the last checkpoint."""
+
+    def __init__(self, record: ImportRecord) -> None:
+        self.position = record.position
+        self.reset()
+
+    def reset(self) -> None:
+        self.rows_since_checkpoint = 0
+        self.outcomes: Counter = Counter()
+        self.status_deltas: Counter = Counter()
+        self.rejected: list[Rejected] = []
+
+    def add(self, result: ChunkResult, last: Row) -> None:
+        self.rows_since_checkpoint += sum(result.outcomes.values())
+        self.outcomes += result.outcomes
+        self.status_deltas += result.status_deltas
+        self.rejected.extend(result.rejected)
+        self.position = last.position
+
+
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

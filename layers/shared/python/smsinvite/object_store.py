@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import csv
+import io
+from collections.abc import Iterable, Iterator
 
 from smsinvite import aws_clients
 
 CHUNK_BYTES = 256 * 1024
 
 
-def object_chunks(bucket: str, key: str, version_id: str | None = None) -> Iterator[bytes]:
+def object_chunks(bucket: str, key: str, version_id: str | None = None, *, start: int = 0) -> Iterator[bytes]:
+    """The object's bytes from `start` on (a range read, for a resumed import)."""
     request = {"Bucket": bucket, "Key": key}
     if version_id:
         request["VersionId"] = version_id
+    if start:
+        request["Range"] = f"bytes={start}-"
     body = aws_clients.client("s3").get_object(**request)["Body"]
     try:
         yield from body.iter_chunks(CHUNK_BYTES)
     finally:
         body.close()
+
+
+def csv_bytes(rows: Iterable[Iterable[object]]) -> bytes:
+    """A plain CSV (no formula escaping: it is read back by the importer, not by a spreadsheet)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def put_csv(bucket: str, key: str, body: bytes) -> None:
+    aws_clients.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")

@@ -20,6 +20,7 @@ _TABLES = {
     "suppressions_table": "SUPPRESSIONS_TABLE",
     "inbox_table": "INBOX_TABLE",
     "idempotency_table": "IDEMPOTENCY_TABLE",
+    "panels_table": "PANELS_TABLE",
 }
 
 
@@ -32,9 +33,11 @@ class Settings:
     suppressions_table: str
     inbox_table: str
     idempotency_table: str
+    panels_table: str
     imports_bucket: str
     send_queue_url: str
     dispatch_queue_url: str
+    import_queue_url: str
     aws_region: str
     twilio_account_sid: str
     twilio_auth_token_secret: str
@@ -48,6 +51,12 @@ class Settings:
     # Recipients whose send outcome is unknown are reconciled only after Twilio's list has caught up.
     reconcile_grace_seconds: int = 120
     dispatch_page_size: int = 100
+    # Uploads larger than this are refused whole, before a row is read.
+    max_import_bytes: int = 1024**3
+    # An import saves its position, counts and rejected rows every this many rows.
+    import_checkpoint_rows: int = 1000
+    # Region for numbers without a country code in files that belong to no campaign (suppressions, panels).
+    default_region: str = "US"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -77,6 +86,7 @@ class Settings:
             imports_bucket=required("IMPORTS_BUCKET"),
             send_queue_url=required("SEND_QUEUE_URL"),
             dispatch_queue_url=required("DISPATCH_QUEUE_URL"),
+            import_queue_url=required("IMPORT_QUEUE_URL"),
             aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             twilio_account_sid=required("TWILIO_ACCOUNT_SID"),
             twilio_auth_token_secret=required("TWILIO_AUTH_TOKEN_SECRET"),
@@ -88,6 +98,9 @@ class Settings:
             twilio_timeout_seconds=number("TWILIO_TIMEOUT_SECONDS", "5", float),
             reconcile_grace_seconds=number("RECONCILE_GRACE_SECONDS", "120"),
             dispatch_page_size=number("DISPATCH_PAGE_SIZE", "100"),
+            max_import_bytes=number("MAX_IMPORT_BYTES", str(1024**3)),
+            import_checkpoint_rows=number("IMPORT_CHECKPOINT_ROWS", "1000"),
+            default_region=(env.get("DEFAULT_REGION", "").strip() or "US").upper(),
         )
         sid = settings.twilio_account_sid
         if sid and not (sid.startswith("AC") and len(sid) == 34):

@@ -196,6 +196,9 @@ class Store:
     def _connection(self) -> Connection:
         return self.t.recipients._get_connection().connection
 
+    def panel_exists(self, panel_id: str) -> bool:
+        return any(True for _ in self.t.panels.query(panel_id, limit=1))
+
     # ------------------------------------------------------------------ suppressions and inbox
     def is_suppressed(self, phone: str) -> bool:
         try:

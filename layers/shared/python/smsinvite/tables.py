@@ -55,6 +55,12 @@ class CampaignRecord(Model):
     updated_at = UTCDateTimeAttribute()
     dispatch_cursor = UnicodeAttribute(null=True)
     dispatched = NumberAttribute(default=0)
+    # One import at a time per campaign: batched writes are only safe without a concurrent writer.
+    import_lease = UnicodeAttribute(null=True)
+    import_lease_until = NumberAttribute(null=True)
+    rows_duplicate = NumberAttribute(default=0)
+    rows_invalid = NumberAttribute(default=0)
+    rows_landline = NumberAttribute(default=0)
     # Live counts per status, changed with ADD in the same transaction as the recipient's status.
     count_imported = NumberAttribute(default=0)
     count_claimed = NumberAttribute(default=0)
@@ -94,23 +100,37 @@ class RecipientRecord(Model):
 
 class ImportRecord(Model):
     import_id = UnicodeAttribute(hash_key=True)
-    bucket = UnicodeAttribute()
-    key = UnicodeAttribute()
-    version = UnicodeAttribute()
-    kind = UnicodeAttribute()
+    kind = UnicodeAttribute()  # recipients, panel, tokens, suppressions
+    source = UnicodeAttribute(default="s3")  # s3, manual (add_recipients), panel (add_panel)
+    bucket = UnicodeAttribute(null=True)
+    key = UnicodeAttribute(null=True)
+    version = UnicodeAttribute(null=True)
     campaign_id = UnicodeAttribute(null=True)
+    panel_id = UnicodeAttribute(null=True)
+    phone_column = UnicodeAttribute(null=True)
     state = UnicodeAttribute(default="running")
     rows_processed = NumberAttribute(default=0)
     outcomes = MapAttribute(default=dict)
     reason = UnicodeAttribute(null=True)
+    warning = UnicodeAttribute(null=True)
+    # Where to resume: a byte offset into the CSV (with its layout), or a panel page key.
+    position = UnicodeAttribute(null=True)
+    layout = UnicodeAttribute(null=True)
+    rejected_parts = NumberAttribute(default=0)
+    report_key = UnicodeAttribute(null=True)
     started_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute(null=True)
     finished_at = UTCDateTimeAttribute(null=True)
 
 
 class CodeRecord(Model):
     code = UnicodeAttribute(hash_key=True)
     campaign_id = UnicodeAttribute()
+    # Set while the code waits in a campaign's pool (from a tokens file); removed when assigned.
+    pool_campaign_id = UnicodeAttribute(null=True)
     recipient_id = UnicodeAttribute(null=True)
+    import_id = UnicodeAttribute(null=True)
+    row_number = NumberAttribute(null=True)
     expires_at = UTCDateTimeAttribute(null=True)
     # TTL: DynamoDB deletes the code some time after it can no longer be used.
     purge_at = NumberAttribute(null=True)
@@ -121,6 +141,18 @@ class SuppressionRecord(Model):
     reason = UnicodeAttribute()
     source = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
+    import_id = UnicodeAttribute(null=True)
+    row_number = NumberAttribute(null=True)
+
+
+class PanelMemberRecord(Model):
+    panel_id = UnicodeAttribute(hash_key=True)
+    phone = UnicodeAttribute(range_key=True)
+    region = UnicodeAttribute(null=True)
+    line_type = UnicodeAttribute(null=True)
+    fields = MapAttribute(default=dict)
+    import_id = UnicodeAttribute(null=True)
+    row_number = NumberAttribute(null=True)
 
 
 class InboxRecord(Model):
@@ -140,6 +172,7 @@ class Tables:
     codes: type[CodeRecord]
     suppressions: type[SuppressionRecord]
     inbox: type[InboxRecord]
+    panels: type[PanelMemberRecord]
 
 
 def tables(settings: Settings) -> Tables:
@@ -152,6 +185,7 @@ def tables(settings: Settings) -> Tables:
         settings.codes_table,
         settings.suppressions_table,
         settings.inbox_table,
+        settings.panels_table,
     )
 
 
@@ -159,7 +193,13 @@ def tables(settings: Settings) -> Tables:
 def _bind(
     region: str,
     host: str | None,
-    campaigns: str, recipients: str, imports: str, codes: str, suppressions: str, inbox: str
+    campaigns: str,
+    recipients: str,
+    imports: str,
+    codes: str,
+    suppressions: str,
+    inbox: str,
+    panels: str,
 ) -> Tables:
     def bound(model: type[Model], table_name: str):
         meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
@@ -172,6 +212,7 @@ def _bind(
         codes=bound(CodeRecord, codes),
         suppressions=bound(SuppressionRecord, suppressions),
         inbox=bound(InboxRecord, inbox),
+        panels=bound(PanelMemberRecord, panels),
     )
 
 
