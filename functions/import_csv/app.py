@@ -6,6 +6,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from smsinvite.importing import ImportRunner, S3Upload
+from smsinvite.object_store import object_metadata
 from smsinvite.observability import MetricUnit, instrumented, logger, metrics
 from smsinvite.queues import Queue
 from smsinvite.settings import Settings
@@ -26,7 +27,8 @@ def time_budget(context):
 
 def on_upload(record: dict, settings: Settings) -> dict:
     upload = S3Upload.from_record(record)
-    registered, new = runner(settings).register_upload(upload)
+    phone_column = object_metadata(upload.bucket, upload.key, upload.version_id).get("phone-column")
+    registered, new = runner(settings).register_upload(upload, phone_column=phone_column)
     if registered.state == "running":
         # Also when S3 reports the upload again: a stalled import gets going; a live one ignores it.
         Queue(settings.import_queue_url).send({"import_id": registered.import_id})

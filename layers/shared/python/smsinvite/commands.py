@@ -42,6 +42,7 @@ class CreateCampaign(_Command):
     sender: str | None = Field(default=None, description="Messaging Service SID (MG...) or From number in E.164")
     default_region: str = Field(default="US", pattern=r"^[A-Za-z]{2}$")
     allow_landlines: bool = False
+    phone_column: str | None = Field(default=None, min_length=1, max_length=100)
 
     @field_validator("sender")
     @classmethod
@@ -87,6 +88,7 @@ def create_campaign(context: CommandContext, command: CreateCampaign) -> dict:
         sender=command.sender,
         default_region=command.default_region.upper(),
         allow_landlines=int(command.allow_landlines),
+        phone_column=command.phone_column,
     )
     store.create_campaign(record)
     return {"campaign_id": record.campaign_id, "state": record.state}

@@ -27,7 +27,7 @@ from pynamodb.transactions import TransactWrite
 from smsinvite.batches import DynamoBatches
 from smsinvite.csv_rows import CODE_HEADERS, CsvFileError, CsvLayout, read_rows
 from smsinvite.errors import NotFound
-from smsinvite.object_store import csv_bytes, object_chunks, put_csv
+from smsinvite.object_store import ObjectMissing, csv_bytes, object_chunks, put_csv
 from smsinvite.observability import logger
 from smsinvite.phones import InvalidPhone, LineType, normalise
 from smsinvite.queues import Queue
@@ -363,8 +363,14 @@ def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | Non
     def remember(found: CsvLayout) -> None:
         record.layout = json.dumps(found.as_dict())
 
+    def guarded(chunks):
+        try:
+            yield from chunks
+        except ObjectMissing:
+            raise CsvFileError("object_missing", "the file was deleted before it could be read") from None
+
     for row in read_rows(
-        chunks,
+        guarded(chunks),
         phone_column=record.phone_column,
         resume=layout,
         start_offset=offset,
@@ -412,8 +418,12 @@ class ImportRunner:
         )
 
     # --------------------------------------------------------------- starting
-    def register_upload(self, upload: S3Upload) -> tuple[ImportRecord, bool]:
-        """The import record for an upload; False when S3 had already reported it."""
+    def register_upload(self, upload: S3Upload, *, phone_column: str | None = None) -> tuple[ImportRecord, bool]:
+        """The import record for an upload; False when S3 had already reported it.
+
+        `phone_column` names the phone column when the header has no usual name for it (the
+        upload's `phone-column` metadata); otherwise the campaign's setting, then the usual names.
+        """
         prefix = upload.key.split("/", 1)[0]
         kind, pattern = _PREFIXES.get(prefix, (None, None))
         match = pattern.match(upload.key) if pattern else None
@@ -425,6 +435,7 @@ class ImportRunner:
             bucket=upload.bucket,
             key=upload.key,
             version=upload.version_id or "",
+            phone_column=phone_column or None,
             started_at=utcnow(),
             updated_at=utcnow(),
         )
@@ -520,6 +531,8 @@ class ImportRunner:
                 campaign = self.store.campaign(record.campaign_id)
             except NotFound:
                 raise CsvFileError("unknown_campaign", f"campaign {record.campaign_id} does not exist") from None
+            if not record.phone_column and campaign.phone_column:
+                record.phone_column = campaign.phone_column
             return RecipientSink(self.store, self.batches, campaign, record.import_id)
         if kind is ImportKind.PANEL:
             return PanelSink(self.store, self.batches, record.panel_id, record.import_id, self.settings.default_region)

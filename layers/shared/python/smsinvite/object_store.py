@@ -6,6 +6,8 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 
+from botocore.exceptions import ClientError
+
 from smsinvite import aws_clients
 
 CHUNK_BYTES = 256 * 1024
@@ -18,11 +20,37 @@ def object_chunks(bucket: str, key: str, version_id: str | None = None, *, start
         request["VersionId"] = version_id
     if start:
         request["Range"] = f"bytes={start}-"
-    body = aws_clients.client("s3").get_object(**request)["Body"]
+    try:
+        body = aws_clients.client("s3").get_object(**request)["Body"]
+    except ClientError as error:
+        if _missing(error):
+            raise ObjectMissing(key) from None
+        raise
     try:
         yield from body.iter_chunks(CHUNK_BYTES)
     finally:
         body.close()
+
+
+def object_metadata(bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+    """The object's user metadata (x-amz-meta-*), lower-cased names without the prefix."""
+    request = {"Bucket": bucket, "Key": key}
+    if version_id:
+        request["VersionId"] = version_id
+    try:
+        return aws_clients.client("s3").head_object(**request).get("Metadata", {})
+    except ClientError as error:
+        if _missing(error):
+            return {}
+        raise
+
+
+class ObjectMissing(LookupError):
+    """The object (or that version of it) is gone: deleted after it was reported."""
+
+
+def _missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchVersion")
 
 
 def csv_bytes(rows: Iterable[Iterable[object]]) -> bytes:

@@ -51,6 +51,7 @@ class CampaignRecord(Model):
     sender = UnicodeAttribute(null=True)
     default_region = UnicodeAttribute(default="US")
     allow_landlines = NumberAttribute(default=0)
+    phone_column = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
     dispatch_cursor = UnicodeAttribute(null=True)
