@@ -28,15 +28,18 @@ DEMO_CSV = (
     "Eve;030 1234567;DE\r\n"  # a landline
     "Finn;not a number;US\r\n"
     "Gus;+44 7911 123456;GB\r\n"
+    "Hana;(415) 555-0188;US\r\n"  # on the blocklist
 )
-UNDELIVERED_NUMBER = "+447911123456"
+BLOCKLIST_CSV = "phone,note\r\n+14155550188,asked never to be texted\r\n"
+UNDELIVERED_NUMBER = "+447911123456"  # the simulator's carrier reports this one unreachable
 DEMO_TEMPLATE = "Hi {first_name|there}, tell us how we did: {link} Reply STOP to opt out"
-FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")  # the simulator's carrier reports this one unreachable
+FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")
 
 
 @dataclass
 class ThinPathResult:
     import_summary: dict = field(default_factory=dict)
+    rejected_report: str = ""
     campaign: dict = field(default_factory=dict)
     twilio_creates: int = 0
     callbacks_posted: int = 0
@@ -69,11 +72,32 @@ def create_campaign(stack, campaign_id: str, *, template: str = DEMO_TEMPLATE) -
         raise RuntimeError(f"create_campaign failed: {created['error']}")
 
 
+def upload(stack, key: str, body: str | bytes, **extra):
+    """Drop a file into the bucket as an operator would; the router delivers the S3 event."""
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return boto3.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=data, **extra)
+
+
+def finished_import(store, key: str, version_id: str | None = None, *, timeout: float = 60):
+    """The import record of an upload, once it has reached a final state."""
+
+    def final():
+        for record in store.t.imports.scan(store.t.imports.key == key, consistent_read=True):
+            if record.state != "running" and (version_id is None or record.version == version_id):
+                return record
+        return None
+
+    return wait_for(final, timeout=timeout, what=f"the import of {key}")
+
+
 def upload_and_import(stack, store, campaign_id: str, csv_text: str, *, name: str = "customers march (1).csv"):
-    """Drop a CSV into the bucket as an operator would; the router delivers the S3 event."""
     key = f"imports/{campaign_id}/{name}"
-    boto3.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=csv_text.encode("utf-8"))
-    return wait_for(lambda: _finished_import(store, campaign_id), timeout=30, what="the import to finish")
+    version = upload(stack, key, csv_text).get("VersionId")
+    return finished_import(store, key, version)
+
+
+def read_report(stack, key: str) -> str:
+    return boto3.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode("utf-8")
 
 
 def request_dispatch(stack, campaign_id: str) -> None:
@@ -108,39 +132,41 @@ def run_thin_path(
     create_campaign(stack, campaign_id)
     say(f"   campaign {campaign_id!r} created")
 
-    say(f"2. drop a CSV into s3://{stack.bucket}/imports/{campaign_id}/")
-    record = upload_and_import(stack, store, campaign_id, DEMO_CSV)
-    outcomes = record.outcomes.as_dict()
-    result.import_summary = {"state": record.state, "rows": record.rows_processed, **outcomes}
-    say(f"   import {record.state}: {record.rows_processed} rows -> {_outcomes(outcomes)}")
+    say(f"2. drop a blocklist into s3://{stack.bucket}/suppressions/")
+    blocklist = finished_import(store, "suppressions/blocklist.csv", upload(stack, "suppressions/blocklist.csv", BLOCKLIST_CSV).get("VersionId"))
+    say(f"   {blocklist.state}: {_outcomes(blocklist.outcomes.as_dict())}")
 
-    say("3. dispatch: the audience fans out to the send queue (approve will send this request)")
+    say(f"3. drop a messy CSV (BOM, semicolons, four countries) into s3://{stack.bucket}/imports/{campaign_id}/")
+    record = upload_and_import(stack, store, campaign_id, DEMO_CSV)
+    outcomes = {k: int(v) for k, v in record.outcomes.as_dict().items()}
+    result.import_summary = {"state": record.state, "rows": int(record.rows_processed), **outcomes}
+    result.rejected_report = record.report_key or ""
+    say(f"   import {record.state}: {record.rows_processed} rows -> {_outcomes(outcomes)}")
+    if record.report_key:
+        say(f"   rejected rows: s3://{stack.bucket}/{record.report_key}")
+        for line in read_report(stack, record.report_key).splitlines():
+            say(f"     {line}")
+
+    say("4. dispatch: the audience fans out to the send queue (approve will send this request)")
     request_dispatch(stack, campaign_id)
-    imported = int(outcomes.get("imported", 0))
+    imported = outcomes.get("imported", 0)
     wait_for(
         lambda: len(twilio_messages_of(stack, campaign_id)) >= imported,
         timeout=60,
         what="every invitation to reach Twilio",
     )
     result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
-    say(f"4. the sender texted {result.twilio_creates} recipients through the Twilio simulator")
+    say(f"5. the sender texted {result.twilio_creates} recipients through the Twilio simulator")
 
     result.statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the status callbacks")
     sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
     result.callbacks_posted = sum(1 for c in stack.twilio.callback_log if c.message_sid in sids)
-    say(f"5. {result.callbacks_posted} signed status callbacks reached POST /twilio/status:")
+    say(f"6. {result.callbacks_posted} signed status callbacks reached POST /twilio/status:")
     for phone, status in sorted(result.statuses.items()):
         say(f"   {mask_phone(phone):<16} {status}")
 
     result.campaign = stack.command({"command": "status", "campaign_id": campaign_id})["result"]
     return result
-
-
-def _finished_import(store, campaign_id: str):
-    for record in store.t.imports.scan(store.t.imports.campaign_id == campaign_id, consistent_read=True):
-        if record.state != "running":
-            return record
-    return None
 
 
 def _outcomes(outcomes: dict) -> str:
@@ -175,8 +201,9 @@ def main() -> int:
     counts = {name: n for name, n in result.campaign["counts"].items() if n}
     print("\nSummary")
     print(f"  rows in the CSV         {result.import_summary['rows']}")
-    print(f"  imported / rejected     {result.import_summary.get('imported', 0)} / "
+    print(f"  imported / not          {result.import_summary.get('imported', 0)} / "
           f"{result.import_summary['rows'] - result.import_summary.get('imported', 0)}")
+    print(f"  rejected-rows report    {result.rejected_report}")
     print(f"  Twilio messages created {result.twilio_creates}")
     print(f"  status callbacks        {result.callbacks_posted}")
     print(f"  campaign counters       {_outcomes(counts)}")
