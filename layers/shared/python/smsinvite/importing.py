@@ -25,7 +25,7 @@ from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from smsinvite.batches import DynamoBatches
-from smsinvite.csv_rows import CODE_HEADERS, CsvFileError, CsvLayout, read_rows
+from smsinvite.csv_rows import CODE_HEADERS, COUNTRY_HEADERS, CsvFileError, CsvLayout, field_name, read_rows
 from smsinvite.errors import NotFound
 from smsinvite.object_store import ObjectMissing, csv_bytes, object_chunks, put_csv
 from smsinvite.observability import logger
@@ -558,7 +558,8 @@ class ImportRunner:
         imports, campaigns = self.store.t.imports, self.store.t.campaigns
         parts = int(record.rejected_parts)
         if progress.rejected:
-            self._report(record).write_part(parts, progress.rejected)
+            after = int(record.rows_processed)
+            self._report(record).write_part(after, after + progress.rows_since_checkpoint, progress.rejected)
             parts += 1
         outcomes = Counter(outcomes_of(record)) + progress.outcomes
         actions = [
@@ -615,7 +616,7 @@ class ImportRunner:
             return
         report_key = None
         if int(record.rejected_parts):
-            report_key = self._report(record).assemble(int(record.rejected_parts))
+            report_key = self._report(record).assemble()
         warning = None
         if rows - usable > rows * WARN_WHEN_UNUSABLE_SHARE:
             warning = f"{rows - usable} of {rows} rows could not be used; see the rejected-rows report"
@@ -671,14 +672,31 @@ class ImportRunner:
                 raise
 
 
+_COUNTRY_KEYS = frozenset(field_name(h) for h in COUNTRY_HEADERS)
+
+
 def _list_as_csv(entries: list[dict]) -> bytes:
-    """phone, country, then every attribute any entry has, in first-seen order."""
+    """phone, country, then every attribute any entry has, in first-seen order.
+
+    Keys are matched by the name a CSV header would get (`field_name`), as the command's validator
+    matches "phone" in any case: "Phone" is the phone, "Country" (or "region", "land"...) the
+    country, and "First Name" and "first_name" are one attribute (the first non-empty value wins).
+    """
     names: dict[str, None] = {"phone": None, "country": None}
+    rows: list[dict[str, str]] = []
     for entry in entries:
-        names.update(dict.fromkeys(str(k).strip() for k in entry))
+        row: dict[str, str] = {}
+        for key, value in entry.items():
+            name = field_name(str(key))
+            if name in _COUNTRY_KEYS:
+                name = "country"
+            names.setdefault(name, None)
+            text = "" if value is None else str(value)
+            if not row.get(name):
+                row[name] = text
+        rows.append(row)
     columns = list(names)
-    rows = [columns] + [["" if entry.get(c) is None else str(entry.get(c)) for c in columns] for entry in entries]
-    return csv_bytes(rows)
+    return csv_bytes([columns] + [[row.get(c, "") for c in columns] for row in rows])
 
 
 def _lease_until() -> int:

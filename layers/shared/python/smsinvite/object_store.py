@@ -25,6 +25,10 @@ def object_chunks(bucket: str, key: str, version_id: str | None = None, *, start
     except ClientError as error:
         if _missing(error):
             raise ObjectMissing(key) from None
+        if start and error.response.get("Error", {}).get("Code") == "InvalidRange":
+            # A resumed read that starts at the end (the last checkpoint was the last row): S3 answers
+            # 416 to "bytes=<size>-", and nothing is left to read.
+            return
         raise
     try:
         yield from body.iter_chunks(CHUNK_BYTES)

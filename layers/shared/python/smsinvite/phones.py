@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberType
 from phonenumbers import ValidationResult as Possible
 from phonenumbers import timezone as number_timezones
+from phonenumbers.phonenumberutil import _number_type_helper, national_significant_number
 
 
 class InvalidReason(str, Enum):
@@ -70,7 +71,12 @@ class Phone:
 
 
 def normalise(raw: str | None, default_region: str | None) -> Phone:
-    """Parse what a person typed into E.164, using the region when the number has no country code."""
+    """Parse what a person typed into E.164, using the region when the number has no country code.
+
+    The number's region is looked up once and its type computed once: phonenumbers' public
+    is_valid_number() and number_type() would each look the region up again, which triples the
+    cost of the hot path of an import. tests/unit/test_phones.py checks this agrees with them.
+    """
     text = (raw or "").strip()
     if not text:
         raise InvalidPhone(InvalidReason.EMPTY)
@@ -79,14 +85,23 @@ def normalise(raw: str | None, default_region: str | None) -> Phone:
         parsed = phonenumbers.parse(text, region)
     except NumberParseException as exc:
         raise InvalidPhone(_PARSE_ERRORS.get(exc.error_type, InvalidReason.NOT_A_NUMBER)) from None
-    possible = phonenumbers.is_possible_number_with_reason(parsed)
-    if possible in _IMPOSSIBLE:
-        raise InvalidPhone(_IMPOSSIBLE[possible])
-    if not phonenumbers.is_valid_number(parsed):
-        raise InvalidPhone(InvalidReason.INVALID_FOR_REGION)
-    line_type = _LINE_TYPES.get(phonenumbers.number_type(parsed), LineType.OTHER)
-    return Phone(
-        e164=phonenumbers.format_number(parsed, PhoneNumberFormat.E164),
-        region=phonenumbers.region_code_for_number(parsed),
-        line_type=line_type,
+    number_region = phonenumbers.region_code_for_number(parsed)
+    metadata = (
+        PhoneMetadata.metadata_for_region_or_calling_code(parsed.country_code, number_region)
+        if number_region
+        else None
     )
+    national = national_significant_number(parsed)
+    number_type = _number_type_helper(national, metadata) if metadata else PhoneNumberType.UNKNOWN
+    if number_type == PhoneNumberType.UNKNOWN:
+        raise InvalidPhone(_invalid_reason(parsed))
+    return Phone(
+        e164=f"+{parsed.country_code}{national}",
+        region=number_region,
+        line_type=_LINE_TYPES.get(number_type, LineType.OTHER),
+    )
+
+
+def _invalid_reason(parsed) -> InvalidReason:
+    possible = phonenumbers.is_possible_number_with_reason(parsed)
+    return _IMPOSSIBLE.get(possible, InvalidReason.INVALID_FOR_REGION)
