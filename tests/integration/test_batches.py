@@ -137,7 +137,7 @@ def test_a_throttled_batch_write_writes_every_item_with_backoff(store, throttled
     batches = DynamoBatches(client=throttled, sleep=delays.append, base_delay=0.01, max_delay=60)
 
     # When they are written
-    written = batches.put(items)
+    written = batches.put(type(items[0]), [i.serialize() for i in items])
 
     # Then every item is in the table, after retries of what was handed back or refused
     assert written == 60
@@ -151,7 +151,7 @@ def test_a_throttled_batch_write_writes_every_item_with_backoff(store, throttled
 def test_a_throttled_batch_get_finds_every_existing_item(store, throttled, delays):
     # Given 150 stored items and 30 keys that do not exist
     items = suppressions(store, 150, "32")
-    DynamoBatches().put(items)
+    DynamoBatches().put(type(items[0]), [i.serialize() for i in items])
     keys = [(i.phone,) for i in items] + [(f"+1415339{i:04d}",) for i in range(30)]
 
     # When they are read through a table that hands back most keys and refuses some calls
@@ -172,7 +172,7 @@ def test_a_table_that_stays_throttled_raises_batch_incomplete_after_max_attempts
 
     # When a write is attempted, then it raises rather than report the rows written
     with pytest.raises(BatchIncomplete):
-        batches.put(items)
+        batches.put(type(items[0]), [i.serialize() for i in items])
 
     # And it tried exactly max_attempts times, waiting longer each time (0.05 * 2**n, jittered)
     assert stuck.calls == 6
@@ -193,7 +193,7 @@ def test_an_error_that_is_not_throttling_is_raised_at_once(store, delays):
             raise ClientError({"Error": {"Code": "ValidationException", "Message": "bad"}}, "BatchWriteItem")
 
     with pytest.raises(ClientError):
-        DynamoBatches(client=Broken(), sleep=delays.append).put(suppressions(store, 2, "34"))
+        DynamoBatches(client=Broken(), sleep=delays.append).put(store.t.suppressions, [i.serialize() for i in suppressions(store, 2, "34")])
     assert delays == []
 
 

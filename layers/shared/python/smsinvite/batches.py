@@ -72,13 +72,12 @@ class DynamoBatches:
                     break
         return found
 
-    def put(self, records: Iterable[Model]) -> int:
-        """Write every record (overwriting); returns how many were written."""
-        by_table: dict[str, list[dict]] = {}
-        for record in records:
-            by_table.setdefault(record.Meta.table_name, []).append({"PutRequest": {"Item": record.serialize()}})
+    def put(self, model: type[Model], items: Iterable[dict]) -> int:
+        """Write every item (DynamoDB JSON, see tables.raw_item) to the model's table, overwriting."""
+        table = model.Meta.table_name
+        requests = [{"PutRequest": {"Item": item}} for item in items]
         written = 0
-        for table, requests in by_table.items():
+        if requests:
             for start in range(0, len(requests), WRITE_BATCH):
                 pending = {table: requests[start : start + WRITE_BATCH]}
                 for attempt in self._attempts():

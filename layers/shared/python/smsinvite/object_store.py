@@ -64,5 +64,7 @@ def csv_bytes(rows: Iterable[Iterable[object]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def put_csv(bucket: str, key: str, body: bytes) -> None:
-    aws_clients.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
+def put_csv(bucket: str, key: str, body: bytes) -> str | None:
+    """Store a CSV; returns its version id (None in an unversioned bucket)."""
+    response = aws_clients.client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
+    return response.get("VersionId")

@@ -217,5 +217,20 @@ def _bind(
     )
 
 
+def raw_item(model: type[Model], **values) -> dict:
+    """An item in DynamoDB's JSON, serialised by the model's own attributes.
+
+    For batch writes of many rows: building and serialising a model instance costs about five
+    times as much, which is most of an import's CPU time.
+    """
+    attributes = model.get_attributes()
+    item = {}
+    for name, value in values.items():
+        if value is not None:
+            attribute = attributes[name]
+            item[attribute.attr_name] = {attribute.attr_type: attribute.serialize(value)}
+    return item
+
+
 def counter(campaigns: type[CampaignRecord], status: Status) -> NumberAttribute:
     return getattr(campaigns, f"count_{status.value}")
