@@ -230,7 +230,7 @@ def test_the_console_status_callback_sample_is_refused_unsigned_and_accepted_whe
 def test_a_short_link_redirects_to_the_survey_with_its_code(stack, store, campaign_id):
     # Given a campaign and a code for one invitee
     create_campaign(stack, campaign_id)
-    store.t.codes("R3D1RECT7Q2X", campaign_id=campaign_id).save()
+    store.t.codes("R3D1RECT7Q2X", campaign_id=campaign_id, recipient_id="r1").save()
 
     # When the invitee opens the link
     response = requests.get(f"{stack.api_url}/i/R3D1RECT7Q2X", allow_redirects=False, timeout=10)
@@ -242,13 +242,16 @@ def test_a_short_link_redirects_to_the_survey_with_its_code(stack, store, campai
 
 def test_an_unknown_or_expired_short_link_gets_a_small_page_that_reveals_nothing(stack, store, campaign_id, event):
     create_campaign(stack, campaign_id)
-    store.t.codes("EXPIRED2024X", campaign_id=campaign_id, expires_at=utcnow() - timedelta(days=1)).save()
+    store.t.codes("EXPIRED2024X", campaign_id=campaign_id, recipient_id="r1", expires_at=utcnow() - timedelta(days=1)).save()
+    store.t.codes("P00LC0DE7Q2X", campaign_id=campaign_id, pool_campaign_id=campaign_id).save()
 
     unknown = stack.router.invoke("CodesApiFunction", event("http-short-link.json"))
     expired = requests.get(f"{stack.api_url}/i/EXPIRED2024X", allow_redirects=False, timeout=10)
     malformed = requests.get(f"{stack.api_url}/i/%3Cscript%3E", allow_redirects=False, timeout=10)
+    never_given = requests.get(f"{stack.api_url}/i/P00LC0DE7Q2X", allow_redirects=False, timeout=10)
 
     assert unknown["statusCode"] == 404
     assert expired.status_code == 410
     assert malformed.status_code == 404
+    assert never_given.status_code == 404
     assert campaign_id not in expired.text and "survey.example.com" not in expired.text

@@ -41,6 +41,8 @@ def follow(store: Store, code: str) -> Redirect:
         record = store.t.codes.get(code)
     except DoesNotExist:
         raise LinkUnknown() from None
+    if record.recipient_id is None:  # still in a tokens pool: nobody was invited with it
+        raise LinkUnknown()
     if record.expires_at is not None and record.expires_at <= utcnow():
         raise LinkGone()
     campaign = store.campaign(record.campaign_id)

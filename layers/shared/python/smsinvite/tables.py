@@ -33,6 +33,15 @@ class _ByPhone(GlobalSecondaryIndex):
     campaign_id = UnicodeAttribute(range_key=True)
 
 
+class _ByPool(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-pool"
+        projection = KeysOnlyProjection()
+
+    pool_campaign_id = UnicodeAttribute(hash_key=True)
+    code = UnicodeAttribute(range_key=True)
+
+
 class _ByUnresolved(GlobalSecondaryIndex):
     class Meta:
         index_name = "by-unresolved"
@@ -94,6 +103,8 @@ class RecipientRecord(Model):
     row_number = NumberAttribute(null=True)
     body_digest = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    # The invitation code, written in one transaction with the code's own item (smsinvite.codes).
+    code = UnicodeAttribute(null=True)
 
     by_phone = _ByPhone()
     by_unresolved = _ByUnresolved()
@@ -135,6 +146,8 @@ class CodeRecord(Model):
     expires_at = UTCDateTimeAttribute(null=True)
     # TTL: DynamoDB deletes the code some time after it can no longer be used.
     purge_at = NumberAttribute(null=True)
+
+    by_pool = _ByPool()
 
 
 class SuppressionRecord(Model):
