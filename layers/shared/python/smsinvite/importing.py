@@ -62,6 +62,14 @@ _PREFIXES = {
 }
 
 
+_KEY_FORMS = {
+    "imports": "imports/<campaign_id>/<name>.csv",
+    "panels": "panels/<panel_id>/<name>.csv",
+    "tokens": "tokens/<campaign_id>/<name>.csv",
+    "suppressions": "suppressions/<name>.csv",
+}
+
+
 class ImportState(str, Enum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -462,7 +470,7 @@ class ImportRunner:
         if kind is None:
             problem = ("unknown_prefix", f"uploads under {prefix}/ are not imported (use imports/, panels/, tokens/ or suppressions/)")
         elif not match:
-            problem = ("bad_key", f"expected {pattern.pattern.strip('^$')} (no sub-folders)")
+            problem = ("bad_key", f"expected {_KEY_FORMS[prefix]} (an id of letters, digits, - and _; no sub-folders)")
         elif not upload.key.lower().endswith((".csv", ".txt")):
             problem = ("not_a_csv", "only .csv (or .txt) files are imported")
         elif upload.size > self.settings.max_import_bytes:
