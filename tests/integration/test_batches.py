@@ -8,7 +8,6 @@ some calls whole with a real ProvisionedThroughputExceededException.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 import boto3
 import pytest
@@ -18,7 +17,7 @@ from smsinvite import aws_clients
 from smsinvite.batches import BatchIncomplete, DynamoBatches
 from smsinvite.importing import ImportRunner, RecipientSink, Row, S3Upload
 from smsinvite.status import Status
-from smsinvite.store import Store, recipient_id_for, utcnow
+from smsinvite.store import recipient_id_for, utcnow
 
 
 def throughput_exceeded(operation: str) -> ClientError:
@@ -90,11 +89,6 @@ class ThrottlingDynamoDB:
 
 
 @pytest.fixture
-def store(local_aws):
-    return Store(local_aws)
-
-
-@pytest.fixture
 def delays():
     return []
 
@@ -105,11 +99,7 @@ def throttled(local_aws):
 
 
 @pytest.fixture
-def campaign(store):
-    campaign_id = f"b-{uuid.uuid4().hex[:10]}"
-    store.create_campaign(
-        store.new_campaign(campaign_id=campaign_id, name="t", survey_url="https://s.example", message_template="Hi {link}")
-    )
+def campaign(store, campaign_id):
     return store.campaign(campaign_id)
 
 

@@ -11,24 +11,8 @@ from smsinvite import codes as codes_module
 from smsinvite.batches import DynamoBatches
 from smsinvite.codes import CodeIssuer, CodeSettings, NoFreeCode, PoolExhausted
 from smsinvite.errors import NotFound
-from smsinvite.store import Store, utcnow
+from smsinvite.store import utcnow
 from smsinvite.tables import raw_item
-
-
-@pytest.fixture
-def store(local_aws):
-    return Store(local_aws)
-
-
-@pytest.fixture
-def campaign_id(store):
-    campaign_id = f"c{uuid.uuid4().hex[:10]}"
-    store.create_campaign(
-        store.new_campaign(
-            campaign_id=campaign_id, name="t", survey_url="https://s.example", message_template="Hi {link}"
-        )
-    )
-    return campaign_id
 
 
 def add_recipients(store, campaign_id, n):

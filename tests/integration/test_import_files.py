@@ -19,12 +19,6 @@ import pytest
 from smsinvite.importing import ImportRunner, S3Upload
 from smsinvite.object_store import ObjectMissing, object_chunks
 from smsinvite.reports import Rejected, RejectedRowsReport
-from smsinvite.store import Store
-
-
-@pytest.fixture
-def store(local_aws):
-    return Store(local_aws)
 
 
 # ------------------------------------------------------------------------------------------ reading uploads

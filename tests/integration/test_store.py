@@ -1,29 +1,12 @@
 """The store's conditional writes, against DynamoDB Local: status forward-only, counters exact, one claim."""
 
 import threading
-import uuid
 
 import pytest
 
 from smsinvite.phones import normalise
 from smsinvite.status import Status
-from smsinvite.store import Store, recipient_id_for
-
-
-@pytest.fixture
-def store(local_aws):
-    return Store(local_aws)
-
-
-@pytest.fixture
-def campaign_id(store):
-    campaign_id = f"c-{uuid.uuid4().hex[:10]}"
-    store.create_campaign(
-        store.new_campaign(
-            campaign_id=campaign_id, name="t", survey_url="https://s.example", message_template="Hi {link}"
-        )
-    )
-    return campaign_id
+from smsinvite.store import recipient_id_for
 
 
 def add(store, campaign_id, raw="+14155552671"):

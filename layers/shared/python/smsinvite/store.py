@@ -69,11 +69,6 @@ class Store:
         now = utcnow()
         return self.t.campaigns(created_at=now, updated_at=now, **attributes)
 
-    def add_counts(self, campaign_id: str, deltas: Mapping[Status, int]) -> None:
-        actions = [counter(self.t.campaigns, status).add(n) for status, n in deltas.items() if n]
-        if actions:
-            self.t.campaigns(campaign_id).update(actions=actions)
-
     def save_dispatch_cursor(self, campaign_id: str, cursor: str | None, dispatched: int) -> None:
         campaigns = self.t.campaigns
         cursor_action = campaigns.dispatch_cursor.set(cursor) if cursor else campaigns.dispatch_cursor.remove()
