@@ -44,6 +44,8 @@ class ThinPathResult:
     twilio_creates: int = 0
     callbacks_posted: int = 0
     statuses: dict[str, str] = field(default_factory=dict)
+    preview: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
 
 def wait_for(condition: Callable[[], object], *, timeout: float, what: str, interval: float = 0.1):
@@ -100,10 +102,31 @@ def read_report(stack, key: str) -> str:
     return boto3.client("s3").get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode("utf-8")
 
 
-def request_dispatch(stack, campaign_id: str) -> None:
-    boto3.client("sqs").send_message(
-        QueueUrl=stack.queue_url("DispatchQueue"), MessageBody=json.dumps({"campaign_id": campaign_id})
+def command(stack, payload: dict) -> dict:
+    """Run a command as the console or the CLI does; a refusal raises with the function's own message."""
+    answer = stack.command(payload)
+    if not answer["ok"]:
+        error = answer["error"]
+        raise RuntimeError(f"{payload['command']} refused: {error['message']} {error.get('details', '')}".strip())
+    return answer["result"]
+
+
+def prepare(stack, campaign_id: str, *, timeout: float = 60) -> dict:
+    """Prepare until the preview is ready (a large audience takes more than one call)."""
+    return wait_for(
+        lambda: (lambda r: r if r["state"] == "prepared" else None)(
+            command(stack, {"command": "prepare", "campaign_id": campaign_id})
+        ),
+        timeout=timeout,
+        what=f"campaign {campaign_id} to be prepared",
+        interval=0.5,
     )
+
+
+def prepare_and_approve(stack, campaign_id: str) -> dict:
+    preview = prepare(stack, campaign_id)["preview"]
+    command(stack, {"command": "approve", "campaign_id": campaign_id})
+    return preview
 
 
 def twilio_messages_of(stack, campaign_id: str) -> list:
@@ -147,26 +170,68 @@ def run_thin_path(
         for line in read_report(stack, record.report_key).splitlines():
             say(f"     {line}")
 
-    say("4. dispatch: the audience fans out to the send queue (approve will send this request)")
-    request_dispatch(stack, campaign_id)
-    imported = outcomes.get("imported", 0)
-    wait_for(
-        lambda: len(twilio_messages_of(stack, campaign_id)) >= imported,
-        timeout=60,
-        what="every invitation to reach Twilio",
-    )
-    result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
-    say(f"5. the sender texted {result.twilio_creates} recipients through the Twilio simulator")
+    say("4. prepare: the audience, a code for everyone invited, and the preview (nothing is sent)")
+    result.preview = prepare(stack, campaign_id)["preview"]
+    for line in preview_lines(result.preview):
+        say(f"   {line}")
 
+    say("5. approve: review and send")
+    approved = command(stack, {"command": "approve", "campaign_id": campaign_id})
+    say(f"   campaign is {approved['state']}")
+
+    say("6. the sender texts each recipient through the Twilio simulator")
+    result.campaign = watch_progress(stack, campaign_id, say)
+    result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
     result.statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the status callbacks")
     sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
     result.callbacks_posted = sum(1 for c in stack.twilio.callback_log if c.message_sid in sids)
-    say(f"6. {result.callbacks_posted} signed status callbacks reached POST /twilio/status:")
+    say(f"   {result.twilio_creates} messages created; {result.callbacks_posted} signed status callbacks reached POST /twilio/status:")
     for phone, status in sorted(result.statuses.items()):
         say(f"   {mask_phone(phone):<16} {status}")
 
-    result.campaign = stack.command({"command": "status", "campaign_id": campaign_id})["result"]
+    say("7. the report")
+    result.report = command(stack, {"command": "report", "campaign_id": campaign_id})
+    result.campaign = command(stack, {"command": "status", "campaign_id": campaign_id})
     return result
+
+
+def watch_progress(stack, campaign_id: str, say: Callable[[str], None], *, timeout: float = 90) -> dict:
+    """Poll the status command and draw the CLI's progress bar until the campaign has completed."""
+    from smsinvite.cli import progress_bar
+
+    shown = None
+
+    def completed():
+        nonlocal shown
+        status = command(stack, {"command": "status", "campaign_id": campaign_id})
+        line = f"{progress_bar(status['progress']['done'], status['progress']['total'])}  {status['state']}"
+        if line != shown:
+            say(f"   {line}")
+            shown = line
+        return status if status["state"] == "completed" else None
+
+    return wait_for(completed, timeout=timeout, what=f"campaign {campaign_id} to complete", interval=0.2)
+
+
+def preview_lines(preview: dict) -> list[str]:
+    audience, messages, cost = preview["audience"], preview["messages"], preview["cost"]
+    lines = [f"eligible {audience['eligible']}; excluded at prepare {_outcomes(audience['excluded']) or 'none'}; "
+             f"excluded at import {_outcomes(audience['excluded_at_import']) or 'none'}"]
+    for source, counts in preview["sources"].items():
+        lines.append(f"  source {source}: {_outcomes(counts)}")
+    for sample in messages["samples"]:
+        lines.append(f"  sample to {sample['to']} ({sample['segments']} segment, {sample['encoding']}): {sample['text']}")
+    lines.append(f"segments per message {_outcomes(messages['segments'])}; {messages['total_segments']} in all")
+    per_country = ", ".join(
+        f"{country} {row['segments']} x {row['price_per_segment']}" for country, row in cost["by_country"].items()
+    )
+    lines.append(f"estimated cost {cost['total']:.2f} {cost['currency']} ({per_country})")
+    duration = preview["sending"]["duration"]
+    lines.append(f"at {preview['sending']['rate_per_second']:g}/s within "
+                 f"{preview['sending']['window']['opens']}-{preview['sending']['window']['closes']} local time: "
+                 f"{duration.get('summary', duration.get('error'))}")
+    lines.extend(f"warning: {warning}" for warning in preview["warnings"])
+    return lines
 
 
 def _outcomes(outcomes: dict) -> str:

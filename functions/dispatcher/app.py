@@ -1,4 +1,4 @@
-"""Dispatch queue -> fan a campaign's audience out to the send queue, page by page."""
+"""Dispatch queue -> fan a campaign's prepared audience out to the send queue, page by page."""
 
 import json
 
@@ -20,15 +20,18 @@ def record_handler(record: SQSRecord, lambda_context) -> None:
     settings = Settings.from_env()
     request = DispatchRequest.model_validate(json.loads(record.body))
     dispatcher = Dispatcher(Store(settings), Queue(settings.send_queue_url), page_size=settings.dispatch_page_size)
-    cursor, queued = request.cursor, 0
+    queued = 0
     while True:
-        page = dispatcher.dispatch_page(request.campaign_id, cursor)
-        queued, cursor = queued + page.queued, page.next_cursor
-        if cursor is None:
-            logger.info("dispatch complete", extra={"campaign_id": request.campaign_id, "queued": queued})
+        page = dispatcher.dispatch_page(request)
+        queued += page.queued
+        if not page.more:
+            logger.info(
+                "dispatch ends", extra={"campaign_id": request.campaign_id, "queued": queued, "stopped": page.stopped}
+            )
             return
+        request = request.model_copy(update={"cursor": page.next_cursor})
         if lambda_context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
-            Queue(settings.dispatch_queue_url).send({"campaign_id": request.campaign_id, "cursor": cursor})
+            Queue(settings.dispatch_queue_url).send(request.model_dump())
             logger.info("dispatch continues in a new invocation", extra={"queued": queued})
             return
 

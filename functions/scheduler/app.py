@@ -1,19 +1,35 @@
-"""Every minute -> reconcile sends whose outcome is unresolved against Twilio's message list."""
+"""Every minute -> reconcile unresolved sends, then act on campaigns that are due (starts, recurrences, watchdog)."""
 
 from datetime import timedelta
 
+from smsinvite.importing import ImportRunner
+from smsinvite.lifecycle import CampaignLifecycle
 from smsinvite.observability import instrumented, logger
+from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.reconcile import Reconciler
+from smsinvite.scheduling import DueCampaigns
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
 from smsinvite.twilio_gateway import TwilioGateway
+
+# Room to save a prepare's page and return before the invocation is cut off.
+MARGIN_SECONDS = 20.0
 
 
 @instrumented
 def lambda_handler(event: dict, context) -> dict:
     settings = Settings.from_env()
-    reconciler = Reconciler(Store(settings), TwilioGateway.from_settings(settings), Queue(settings.send_queue_url))
-    outcomes = reconciler.run(now=utcnow(), grace=timedelta(seconds=settings.reconcile_grace_seconds))
-    logger.info("reconciliation run", extra={"outcomes": dict(outcomes)})
-    return {"reconciled": dict(outcomes)}
+    store = Store(settings)
+    reconciler = Reconciler(store, TwilioGateway.from_settings(settings), Queue(settings.send_queue_url))
+    reconciled = reconciler.run(now=utcnow(), grace=timedelta(seconds=settings.reconcile_grace_seconds))
+    due = DueCampaigns(
+        store,
+        CampaignLifecycle(store, Queue(settings.dispatch_queue_url)),
+        Preparer(store, settings, ImportRunner.continuing_on_queue(store, settings)),
+    )
+    campaigns = due.run(
+        utcnow(), time_left=lambda: context.get_remaining_time_in_millis() / 1000, margin=MARGIN_SECONDS
+    )
+    logger.info("scheduler tick", extra={"reconciled": dict(reconciled), "campaigns": dict(campaigns)})
+    return {"reconciled": dict(reconciled), "campaigns": dict(campaigns)}

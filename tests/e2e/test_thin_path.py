@@ -13,7 +13,9 @@ from local.demo import (
     DEMO_CSV,
     create_campaign,
     final_statuses,
-    request_dispatch,
+    prepare,
+    prepare_and_approve,
+    command,
     run_thin_path,
     twilio_messages_of,
     upload_and_import,
@@ -119,8 +121,8 @@ def test_callbacks_out_of_order_and_twice_leave_the_right_final_status(stack, st
     create_campaign(stack, campaign_id)
     upload_and_import(stack, store, campaign_id, "phone\n+14155550101\n+14155550102\n")
 
-    # When the campaign is sent
-    request_dispatch(stack, campaign_id)
+    # When the campaign is prepared and approved
+    prepare_and_approve(stack, campaign_id)
     statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="final statuses")
     twilio.wait_until_idle(timeout=10)
 
@@ -136,7 +138,7 @@ def test_a_connection_dropped_after_twilio_accepted_is_not_resent(stack, store, 
     twilio.faults.next(["drop"])
 
     # When the campaign is sent and SQS redelivers whatever it likes
-    request_dispatch(stack, campaign_id)
+    prepare_and_approve(stack, campaign_id)
     statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="a final status")
     stack.router.fire_schedule("SchedulerFunction")
 
@@ -162,7 +164,9 @@ def test_a_sender_that_died_after_twilio_accepted_is_reconciled_to_sent_without_
     phone, body = "+14155550104", "Hi there, tell us how we did"
     create_campaign(stack, campaign_id)
     upload_and_import(stack, store, campaign_id, f"phone\n{phone}\n")
+    prepare(stack, campaign_id)
     _claim_as_a_crashed_sender(store, campaign_id, phone, body)
+    command(stack, {"command": "approve", "campaign_id": campaign_id})
     client = Client(stack.twilio.account_sid, stack.twilio.auth_token, http_client=_RedirectingHttpClient(stack.twilio.base_url))
     sid = client.messages.create(to=phone, from_="+15005550006", body=body).sid
 
@@ -182,7 +186,9 @@ def test_a_send_that_twilio_never_received_is_sent_once_after_reconciliation(sta
     phone = "+14155550105"
     create_campaign(stack, campaign_id)
     upload_and_import(stack, store, campaign_id, f"phone\n{phone}\n")
+    prepare(stack, campaign_id)
     _claim_as_a_crashed_sender(store, campaign_id, phone, "never sent")
+    command(stack, {"command": "approve", "campaign_id": campaign_id})
 
     # When the scheduler reconciles, Twilio confirms there is no such message
     result = stack.router.fire_schedule("SchedulerFunction")

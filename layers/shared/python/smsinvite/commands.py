@@ -6,17 +6,29 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
+from smsinvite.campaigns import Audience, PanelSource, Recurrence, Rule, parse_every, require
+from smsinvite.codes import DEFAULT_LENGTH, CodeSettings, CodeSource, InvalidCodeSettings
 from smsinvite.errors import InvalidInput, NotFound
+from smsinvite.exports import CampaignReport, export_recipients
 from smsinvite.importing import ImportRunner, ImportSummary
+from smsinvite.lifecycle import CampaignLifecycle
+from smsinvite.messages import TemplateError, validate_template
+from smsinvite.preparation import Preparer
+from smsinvite.queues import Queue
+from smsinvite.sending_window import SendingWindow
 from smsinvite.settings import Settings
-from smsinvite.status import Status
-from smsinvite.store import Store
+from smsinvite.store import Store, utcnow
+from smsinvite.tables import CampaignRecord
 
 MAX_LIST_ENTRIES = 10_000
+_ID = r"^[A-Za-z0-9_-]{1,64}$"
+_SENDER = re.compile(r"^(MG[0-9a-fA-F]{32}|\+[1-9]\d{6,14})$")
+_HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 
 @dataclass(frozen=True)
@@ -26,23 +38,120 @@ class CommandContext:
     runner: ImportRunner
     time_left: Callable[[], float]
 
-_SENDER = re.compile(r"^(MG[0-9a-fA-F]{32}|\+[1-9]\d{6,14})$")
+    @property
+    def margin(self) -> float:
+        # Room to save a checkpoint and answer before the invocation is cut off.
+        return min(15.0, self.time_left() / 4)
+
+    def lifecycle(self) -> CampaignLifecycle:
+        return CampaignLifecycle(self.store, Queue(self.settings.dispatch_queue_url))
+
+    def preparer(self) -> Preparer:
+        return Preparer(self.store, self.settings, self.runner)
 
 
-class _Command(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Command(_Strict):
     command: str
 
 
-class CreateCampaign(_Command):
-    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    name: str = Field(min_length=1, max_length=200)
-    survey_url: HttpUrl
-    message_template: str = Field(min_length=1, max_length=1600)
+# ------------------------------------------------------------------------------------ campaign fields
+class QuietHours(_Strict):
+    """The sending window in the recipient's local time; outside it messages wait."""
+
+    opens: str = Field(default="08:00", pattern=_HH_MM)
+    closes: str = Field(default="21:00", pattern=_HH_MM)
+
+    @model_validator(mode="after")
+    def _a_window(self) -> "QuietHours":
+        if self.opens == self.closes:
+            raise ValueError("opens and closes must differ")
+        return self
+
+
+class Codes(_Strict):
+    length: int = Field(default=DEFAULT_LENGTH, ge=1, le=64)
+    source: Literal["generated", "tokens"] = "generated"
+    expires_after_hours: float | None = Field(default=None, gt=0, le=24 * 366)
+
+    @model_validator(mode="after")
+    def _enough_entropy(self) -> "Codes":
+        try:
+            self.settings()
+        except InvalidCodeSettings as invalid:
+            raise ValueError("; ".join(invalid.details)) from None
+        return self
+
+    def settings(self) -> CodeSettings:
+        expires = timedelta(hours=self.expires_after_hours) if self.expires_after_hours else None
+        return CodeSettings(length=self.length, source=CodeSource(self.source), expires_after=expires)
+
+
+class AudienceRule(_Strict):
+    field: str = Field(pattern=r"^\w{1,100}$")
+    op: str
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> "AudienceRule":
+        problems = self.rule().problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def rule(self) -> Rule:
+        return Rule(self.field, self.op, self.value)
+
+
+class AudiencePanel(_Strict):
+    panel_id: str = Field(pattern=_ID)
+    rules: list[AudienceRule] = Field(default_factory=list, max_length=20)
+
+
+class AudienceSources(_Strict):
+    """The campaign's own recipients always count; panels are imported at every prepare."""
+
+    panels: list[AudiencePanel] = Field(default_factory=list, max_length=20)
+    rules: list[AudienceRule] = Field(default_factory=list, max_length=20)
+
+    def audience(self) -> Audience:
+        return Audience(
+            panels=tuple(PanelSource(p.panel_id, tuple(r.rule() for r in p.rules)) for p in self.panels),
+            rules=tuple(r.rule() for r in self.rules),
+        )
+
+
+class RecurrenceInput(_Strict):
+    every: str
+    until: AwareDatetime | None = None
+    max_runs: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("every")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_every(value)
+        return value.strip().lower()
+
+
+class _CampaignFields(_Strict):
+    """What create_campaign sets and update_campaign may change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    survey_url: HttpUrl | None = None
+    message_template: str | None = Field(default=None, min_length=1, max_length=1600)
     sender: str | None = Field(default=None, description="Messaging Service SID (MG...) or From number in E.164")
-    default_region: str = Field(default="US", pattern=r"^[A-Za-z]{2}$")
-    allow_landlines: bool = False
+    default_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
+    allow_landlines: bool | None = None
     phone_column: str | None = Field(default=None, min_length=1, max_length=100)
+    rate_per_second: float | None = Field(default=None, gt=0, le=1000)
+    quiet_hours: QuietHours | None = None
+    codes: Codes | None = None
+    audience: AudienceSources | None = None
+    start_at: AwareDatetime | None = None
+    recurrence: RecurrenceInput | None = None
 
     @field_validator("sender")
     @classmethod
@@ -51,16 +160,77 @@ class CreateCampaign(_Command):
             raise ValueError("must be a Messaging Service SID (MG + 32 hex) or an E.164 number")
         return value
 
+    @field_validator("message_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                validate_template(value)
+            except TemplateError as invalid:
+                raise ValueError("; ".join(invalid.problems)) from None
+        return value
 
-class CampaignStatus(_Command):
-    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    def record_attributes(self) -> dict[str, Any]:
+        """The given fields as campaign attributes (fields left out are not in the result)."""
+        given = self.model_dump(exclude_unset=True, exclude={"command", "campaign_id"})
+        attributes: dict[str, Any] = {}
+        for name in ("name", "message_template", "sender", "phone_column", "start_at"):
+            if name in given:
+                attributes[name] = getattr(self, name)
+        if "survey_url" in given:
+            attributes["survey_url"] = str(self.survey_url)
+        if "default_region" in given:
+            attributes["default_region"] = self.default_region.upper()
+        if "allow_landlines" in given:
+            attributes["allow_landlines"] = int(self.allow_landlines)
+        if "rate_per_second" in given:
+            attributes["rate_per_second"] = self.rate_per_second
+        if "quiet_hours" in given:
+            window = self.quiet_hours or QuietHours()
+            attributes.update(window_opens=window.opens, window_closes=window.closes)
+        if "codes" in given:
+            codes = self.codes or Codes()
+            attributes.update(
+                code_length=codes.length,
+                code_source=codes.source,
+                code_expires_after_seconds=int(codes.expires_after_hours * 3600) if codes.expires_after_hours else None,
+            )
+        if "audience" in given:
+            attributes["audience"] = (self.audience or AudienceSources()).audience().as_json()
+        if "recurrence" in given:
+            recurrence = self.recurrence
+            attributes["recurrence"] = (
+                Recurrence(recurrence.every, recurrence.until, recurrence.max_runs).as_json() if recurrence else None
+            )
+        return attributes
+
+
+class CreateCampaign(_CampaignFields, _Command):
+    campaign_id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1, max_length=200)
+    survey_url: HttpUrl
+    message_template: str = Field(min_length=1, max_length=1600)
+
+
+class UpdateCampaign(_CampaignFields, _Command):
+    campaign_id: str = Field(pattern=_ID)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "UpdateCampaign":
+        if not self.model_fields_set - {"command", "campaign_id"}:
+            raise ValueError("name at least one field to change")
+        return self
+
+
+class CampaignCommand(_Command):
+    campaign_id: str = Field(pattern=_ID)
 
 
 class AddRecipients(_Command):
-    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    campaign_id: str = Field(pattern=_ID)
     recipients: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_LIST_ENTRIES)
     # The same request_id twice is one import: a retried command adds nobody twice.
-    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=_ID)
 
     @field_validator("recipients")
     @classmethod
@@ -73,50 +243,100 @@ class AddRecipients(_Command):
 
 
 class AddPanel(_Command):
-    campaign_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    panel_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    campaign_id: str = Field(pattern=_ID)
+    panel_id: str = Field(pattern=_ID)
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=_ID)
 
 
+# ------------------------------------------------------------------------------------ checks that need context
+def _check_against_settings(context: CommandContext, fields: _CampaignFields, now: datetime) -> None:
+    """What the schema cannot know: the deployment's sender ceiling, the clock, panels that exist."""
+    problems = []
+    ceiling = context.settings.sender_ceiling_per_second
+    if fields.rate_per_second is not None and fields.rate_per_second > ceiling:
+        problems.append(f"rate_per_second: {fields.rate_per_second:g} is over the sender ceiling of {ceiling} per second")
+    if fields.start_at is not None and fields.start_at <= now:
+        problems.append("start_at: must be in the future")
+    if fields.recurrence is not None and fields.recurrence.until is not None and fields.recurrence.until <= now:
+        problems.append("recurrence.until: must be in the future")
+    for panel in fields.audience.panels if fields.audience else []:
+        if not context.store.panel_exists(panel.panel_id):
+            problems.append(f"audience.panels: panel {panel.panel_id} has no members (upload panels/{panel.panel_id}/<name>.csv first)")
+    if problems:
+        raise InvalidInput(f"{fields.command} is not valid", details=problems)
+
+
+# ------------------------------------------------------------------------------------ actions
 def create_campaign(context: CommandContext, command: CreateCampaign) -> dict:
-    store = context.store
-    record = store.new_campaign(
-        campaign_id=command.campaign_id,
-        name=command.name,
-        survey_url=str(command.survey_url),
-        message_template=command.message_template,
-        sender=command.sender,
-        default_region=command.default_region.upper(),
-        allow_landlines=int(command.allow_landlines),
-        phone_column=command.phone_column,
-    )
-    store.create_campaign(record)
-    return {"campaign_id": record.campaign_id, "state": record.state}
-
-
-def campaign_status(context: CommandContext, command: CampaignStatus) -> dict:
-    campaign = context.store.campaign(command.campaign_id)
-    counts = {status.value: int(getattr(campaign, f"count_{status.value}") or 0) for status in Status}
-    return {
-        "campaign_id": campaign.campaign_id,
-        "name": campaign.name,
-        "state": campaign.state,
-        "counts": counts,
-        "dispatched": int(campaign.dispatched or 0),
-        "rows_excluded": {
-            "duplicate": int(campaign.rows_duplicate or 0),
-            "invalid": int(campaign.rows_invalid or 0),
-            "landline": int(campaign.rows_landline or 0),
-        },
+    _check_against_settings(context, command, utcnow())
+    defaults = {
+        "sender": None,
+        "default_region": "US",
+        "allow_landlines": 0,
+        "rate_per_second": min(1.0, float(context.settings.sender_ceiling_per_second)),
     }
+    record = context.store.new_campaign(
+        campaign_id=command.campaign_id, **{**defaults, **command.record_attributes()}
+    )
+    context.store.create_campaign(record)
+    return campaign_summary(record)
+
+
+def update_campaign(context: CommandContext, command: UpdateCampaign) -> dict:
+    store, campaigns = context.store, context.store.t.campaigns
+    campaign = store.campaign(command.campaign_id)
+    state = require("update", command.campaign_id, campaign.state)
+    _check_against_settings(context, command, utcnow())
+    actions = [getattr(campaigns, name).set(value) if value is not None else getattr(campaigns, name).remove()
+               for name, value in command.record_attributes().items()]
+    # Back to draft: what was prepared is no longer what would be sent.
+    actions += [campaigns.revision.add(1), campaigns.state.set("draft")]
+    changed = store.change_campaign(command.campaign_id, actions, campaigns.state == state.value)
+    if changed is None:
+        require("update", command.campaign_id, store.campaign(command.campaign_id).state)
+        raise InvalidInput("the campaign changed while it was updated; try again")
+    return campaign_summary(changed)
+
+
+def prepare(context: CommandContext, command: CampaignCommand) -> dict:
+    outcome = context.preparer().prepare(command.campaign_id, time_left=context.time_left, margin=context.margin)
+    return outcome.as_dict()
+
+
+def approve(context: CommandContext, command: CampaignCommand) -> dict:
+    return campaign_summary(context.lifecycle().approve(command.campaign_id))
+
+
+def pause(context: CommandContext, command: CampaignCommand) -> dict:
+    return campaign_summary(context.lifecycle().pause(command.campaign_id))
+
+
+def resume(context: CommandContext, command: CampaignCommand) -> dict:
+    return campaign_summary(context.lifecycle().resume(command.campaign_id))
+
+
+def cancel(context: CommandContext, command: CampaignCommand) -> dict:
+    return campaign_summary(context.lifecycle().cancel(command.campaign_id))
+
+
+def campaign_status(context: CommandContext, command: CampaignCommand) -> dict:
+    return CampaignReport(context.store.campaign(command.campaign_id)).status()
+
+
+def report(context: CommandContext, command: CampaignCommand) -> dict:
+    campaign = context.store.campaign(command.campaign_id)
+    return CampaignReport(campaign).report(context.store)
+
+
+def export(context: CommandContext, command: CampaignCommand) -> dict:
+    campaign = context.store.campaign(command.campaign_id)
+    return export_recipients(context.store, context.settings, campaign)
 
 
 def _run_import(context: CommandContext, record, new: bool) -> dict:
     """Run the import now for as long as the command may; a long one continues on the import queue."""
     if new or record.state == "running":
-        summary = context.runner.run(
-            record.import_id, time_left=context.time_left, margin=min(15.0, context.time_left() / 4)
-        )
+        summary = context.runner.run(record.import_id, time_left=context.time_left, margin=context.margin)
     else:
         summary = ImportSummary.of(record)
     return summary.as_dict()
@@ -136,11 +356,28 @@ def add_panel(context: CommandContext, command: AddPanel) -> dict:
     return _run_import(context, record, new)
 
 
-COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, _Command], dict]]] = {
+def campaign_summary(campaign: CampaignRecord) -> dict:
+    body = {"campaign_id": campaign.campaign_id, "state": campaign.state, "revision": int(campaign.revision)}
+    if campaign.start_at is not None:
+        body["start_at"] = campaign.start_at.isoformat()
+    if campaign.due_at:
+        body["next_check_at"] = campaign.due_at
+    return body
+
+
+COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, Any], dict]]] = {
     "create_campaign": (CreateCampaign, create_campaign),
+    "update_campaign": (UpdateCampaign, update_campaign),
     "add_recipients": (AddRecipients, add_recipients),
     "add_panel": (AddPanel, add_panel),
-    "status": (CampaignStatus, campaign_status),
+    "prepare": (CampaignCommand, prepare),
+    "approve": (CampaignCommand, approve),
+    "pause": (CampaignCommand, pause),
+    "resume": (CampaignCommand, resume),
+    "cancel": (CampaignCommand, cancel),
+    "status": (CampaignCommand, campaign_status),
+    "report": (CampaignCommand, report),
+    "export": (CampaignCommand, export),
 }
 
 
@@ -154,10 +391,14 @@ def parse_command(event: object) -> _Command:
     try:
         return model.model_validate(event)
     except ValidationError as invalid:
-        problems = [
-            f"{'.'.join(str(p) for p in error['loc']) or 'command'}: {error['msg']}" for error in invalid.errors()
-        ]
+        problems = [_problem(error) for error in invalid.errors()]
         raise InvalidInput(f"{name} is not valid", details=problems) from None
+
+
+def _problem(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "command"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}"
 
 
 def run_command(context: CommandContext, event: object) -> dict:

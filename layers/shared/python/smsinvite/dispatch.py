@@ -1,4 +1,11 @@
-"""Fanning a campaign's audience out to the send queue, a page at a time, resumable from a cursor."""
+"""Fanning a campaign's prepared audience out to the send queue, a page at a time, resumable from a cursor.
+
+Each page is queued in SendMessageBatch calls of ten, then the cursor moves on in a conditional
+write from the cursor the page started at. A dispatch cut off part-way resumes from the last saved
+cursor; a page queued twice is harmless (the sender's claim admits one send), and two dispatchers
+racing over one cursor cannot both move it. A cancelled campaign's dispatch marks whoever is left
+`cancelled` instead of queueing them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,19 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsinvite.campaigns import CampaignState
+from smsinvite.lifecycle import WATCHDOG, complete_if_done
+from smsinvite.observability import logger
 from smsinvite.queues import Queue
 from smsinvite.status import Status
-from smsinvite.store import Store
+from smsinvite.store import Store, utcnow
+from smsinvite.tables import RecipientRecord
 
 
 class DispatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     campaign_id: str = Field(min_length=1, max_length=64)
+    run: int | None = Field(default=None, ge=0)  # None: the campaign's current run
     cursor: str | None = None  # JSON of DynamoDB's LastEvaluatedKey
 
 
@@ -22,6 +34,16 @@ class DispatchRequest(BaseModel):
 class DispatchPage:
     queued: int
     next_cursor: str | None
+    stopped: str | None = None  # why this dispatch ends here without being done (paused, stale...)
+
+    @property
+    def more(self) -> bool:
+        return self.next_cursor is not None and self.stopped is None
+
+
+def left_out_status(exclusion: str) -> Status:
+    """What a recipient that prepare left out becomes once the campaign sends."""
+    return Status.SKIPPED_OPTED_OUT if exclusion == "suppressed" else Status.EXCLUDED
 
 
 class Dispatcher:
@@ -30,16 +52,51 @@ class Dispatcher:
         self.send_queue = send_queue
         self.page_size = page_size
 
-    def dispatch_page(self, campaign_id: str, cursor: str | None) -> DispatchPage:
-        start = json.loads(cursor) if cursor else None
-        page, last_key = self.store.recipients_page(campaign_id, cursor=start, limit=self.page_size)
-        # Queueing a recipient twice is harmless (the sender's claim admits one); skipping one is not.
-        bodies = [
-            {"campaign_id": r.campaign_id, "recipient_id": r.recipient_id}
-            for r in page
-            if r.status == Status.IMPORTED.value
-        ]
+    def dispatch_page(self, request: DispatchRequest) -> DispatchPage:
+        store = self.store
+        campaign = store.campaign(request.campaign_id)
+        run = int(campaign.run) if request.run is None else request.run
+        state = CampaignState(campaign.state)
+        if run != int(campaign.run):
+            return DispatchPage(0, None, stopped="a newer run has started")
+        if state not in (CampaignState.SENDING, CampaignState.CANCELLED):
+            return DispatchPage(0, None, stopped=f"the campaign is {state.value}")
+        if (campaign.dispatch_cursor or None) != request.cursor:
+            return DispatchPage(0, None, stopped="another dispatch has moved on")
+        cancelling = state is CampaignState.CANCELLED
+
+        start = json.loads(request.cursor) if request.cursor else None
+        page, last_key = store.recipients_page(campaign.campaign_id, cursor=start, limit=self.page_size)
+        bodies = []
+        for recipient in page:
+            if recipient.status != Status.IMPORTED.value:
+                continue
+            if cancelling:
+                store.transition(recipient, Status.CANCELLED, failure_reason="campaign_cancelled")
+            elif recipient.exclusion or not recipient.code:
+                self._leave_out(recipient)
+            else:
+                bodies.append({"campaign_id": recipient.campaign_id, "recipient_id": recipient.recipient_id})
         queued = self.send_queue.send_all(bodies)
         next_cursor = json.dumps(last_key) if last_key else None
-        self.store.save_dispatch_cursor(campaign_id, next_cursor, queued)
+        moved = store.save_dispatch_cursor(
+            campaign.campaign_id,
+            run,
+            old=request.cursor,
+            new=next_cursor,
+            dispatched=queued,
+            states=(state.value,),
+            also=[] if cancelling else store.due(utcnow() + WATCHDOG),
+        )
+        if not moved:
+            return DispatchPage(queued, None, stopped="another dispatch has moved on")
+        if next_cursor is None and not cancelling:
+            complete_if_done(store, store.campaign(campaign.campaign_id))
         return DispatchPage(queued, next_cursor)
+
+    def _leave_out(self, recipient: RecipientRecord) -> None:
+        # Without a code it was never prepared; that cannot happen while sending, but must not block completion.
+        reason = recipient.exclusion or "not_prepared"
+        if not recipient.exclusion:
+            logger.warning("recipient without a code in a sending campaign", extra={"campaign_id": recipient.campaign_id})
+        self.store.transition(recipient, left_out_status(reason), failure_reason=reason)

@@ -25,6 +25,7 @@ from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
 from smsinvite.batches import DynamoBatches
+from smsinvite.campaigns import OPEN_FOR_IMPORTS, CampaignState
 from smsinvite.csv_rows import CODE_HEADERS, COUNTRY_HEADERS, CsvFileError, CsvLayout, field_name, read_rows
 from smsinvite.errors import NotFound
 from smsinvite.object_store import ObjectMissing, csv_bytes, object_chunks, put_csv
@@ -529,7 +530,12 @@ class ImportRunner:
             self._finish(record, ImportState.FAILED, reason=f"{error.reason}: {error.message}")
             return ImportSummary.of(record)
         if record.kind == ImportKind.RECIPIENTS.value and not self._take_lease(record):
-            logger.info("another import of this campaign is running; waiting", extra={"import_id": import_id})
+            state = CampaignState(self.store.campaign(record.campaign_id).state)
+            if state.is_final:
+                self._finish(record, ImportState.FAILED, reason=f"campaign_closed: campaign {record.campaign_id} is {state.value}")
+                return ImportSummary.of(record)
+            # Another import holds the campaign, or it is being prepared or sent: the audience holds still.
+            logger.info("the campaign is busy; the import waits", extra={"import_id": import_id, "state": state.value})
             self.continue_later(import_id, 30)
             return ImportSummary.of(record)
 
@@ -625,6 +631,8 @@ class ImportRunner:
     def _campaign_actions(self, progress: "_Progress") -> list:
         campaigns = self.store.t.campaigns
         actions = [counter(campaigns, status).add(n) for status, n in progress.status_deltas.items() if n]
+        if actions:  # new recipients: a preparation made before them is no longer current
+            actions.append(campaigns.revision.add(1))
         invalid = sum(n for reason, n in progress.outcomes.items() if reason.startswith("invalid:"))
         for attribute, n in (
             (campaigns.rows_duplicate, progress.outcomes["duplicate"]),
@@ -676,10 +684,11 @@ class ImportRunner:
             | (campaigns.import_lease == record.import_id)
             | (campaigns.import_lease_until < int(time.time()))
         )
+        open_for_imports = campaigns.state.is_in(*(state.value for state in OPEN_FOR_IMPORTS))
         try:
             campaigns(record.campaign_id).update(
                 actions=[campaigns.import_lease.set(record.import_id), campaigns.import_lease_until.set(_lease_until())],
-                condition=campaigns.campaign_id.exists() & free,
+                condition=campaigns.campaign_id.exists() & free & open_for_imports,
             )
         except UpdateError as error:
             if _is_condition_failure(error):

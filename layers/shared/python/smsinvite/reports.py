@@ -72,7 +72,7 @@ class RejectedRowsReport:
         """Join the parts into the report, streaming; returns the report's key."""
         s3 = aws_clients.client("s3")
         keys = self._part_keys()
-        s3.upload_fileobj(_JoinedParts(self._chunks(keys)), self.bucket, self.report_key)
+        s3.upload_fileobj(JoinedChunks(self._chunks(keys)), self.bucket, self.report_key)
         for start in range(0, len(keys), 1000):
             s3.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
@@ -110,7 +110,7 @@ def _plain_csv(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-class _JoinedParts(io.RawIOBase):
+class JoinedChunks(io.RawIOBase):
     """A readable file over an iterator of byte chunks, so upload_fileobj can stream it."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:

@@ -14,7 +14,11 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from smsinvite.messages import MissingField, body_digest, render
+from smsinvite.campaigns import CampaignState
+from smsinvite.dispatch import left_out_status
+from smsinvite.invitations import invitation_text
+from smsinvite.lifecycle import complete_if_done
+from smsinvite.messages import MissingField, body_digest
 from smsinvite.observability import logger, mask_phone
 from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
@@ -40,6 +44,9 @@ class SendOutcome(str, Enum):
     UNKNOWN = "unknown"
     SKIPPED_OPTED_OUT = "skipped_opted_out"
     ALREADY_HANDLED = "already_handled"
+    HELD = "held"  # the campaign is paused (or between runs): dropped unsent, queued again on resume
+    CANCELLED = "cancelled"
+    EXCLUDED = "excluded"
 
 
 class RetryLater(Exception):
@@ -57,6 +64,18 @@ class StatusCallback:
         return f"{base_url}{STATUS_CALLBACK_PATH}?{query}"
 
 
+# Below this many unsent recipients (as read before a send), the sender tries to complete the run;
+# above it the write would be wasted on the campaign's hot item. The scheduler's watchdog catches the rest.
+# Dispatch being done is not required here: the dispatcher tries too, after its last page, and the
+# conditional write needs both, so whichever of them moves last completes the run.
+_COMPLETION_CHECK_BELOW = 25
+
+
+def _nearly_done(campaign) -> bool:
+    unsent = sum(int(getattr(campaign, f"count_{s}") or 0) for s in ("imported", "claimed", "unknown"))
+    return unsent <= _COMPLETION_CHECK_BELOW
+
+
 class InvitationSender:
     def __init__(self, store: Store, gateway: TwilioGateway, settings: Settings) -> None:
         self.store = store
@@ -69,11 +88,29 @@ class InvitationSender:
         if Status(recipient.status) is not Status.IMPORTED:
             return SendOutcome.ALREADY_HANDLED
         campaign = store.campaign(request.campaign_id)
+        outcome = self._send(recipient, campaign)
+        if outcome is not SendOutcome.HELD and _nearly_done(campaign):
+            complete_if_done(store, store.campaign(campaign.campaign_id))
+        return outcome
+
+    def _send(self, recipient, campaign) -> SendOutcome:
+        store = self.store
+        state = CampaignState(campaign.state)
+        if state is CampaignState.CANCELLED:
+            store.transition(recipient, Status.CANCELLED, failure_reason="campaign_cancelled")
+            return SendOutcome.CANCELLED
+        if state is not CampaignState.SENDING:
+            return SendOutcome.HELD
+        if recipient.exclusion or not recipient.code:
+            reason = recipient.exclusion or "not_prepared"
+            store.transition(recipient, left_out_status(reason), failure_reason=reason)
+            return SendOutcome.EXCLUDED
+        # Checked again at send time: an opt-out since prepare must take effect before this send.
         if store.is_suppressed(recipient.phone):
             store.transition(recipient, Status.SKIPPED_OPTED_OUT, failure_reason="suppressed")
             return SendOutcome.SKIPPED_OPTED_OUT
         try:
-            body = render(campaign.message_template, {**recipient.fields.as_dict(), "link": campaign.survey_url})
+            body = invitation_text(campaign.message_template, recipient.fields.as_dict(), recipient.code, self.settings)
         except MissingField as missing:
             store.transition(recipient, Status.FAILED, failure_reason=f"missing_field:{missing.name}")
             return SendOutcome.FAILED

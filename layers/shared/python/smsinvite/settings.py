@@ -6,9 +6,11 @@ template. Reading them per call (it is cheap) keeps no state between invocations
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smsinvite.errors import ConfigurationError
 
@@ -22,6 +24,35 @@ _TABLES = {
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "panels_table": "PANELS_TABLE",
 }
+
+
+# Illustrative list prices per outbound segment; deployments set PRICE_PER_SEGMENT to their own.
+DEFAULT_PRICES = {"US": 0.0083, "CA": 0.0083, "GB": 0.0463, "DE": 0.0903, "FR": 0.0798, "NL": 0.0975, "*": 0.08}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _prices(raw: str, problems: list[str]) -> dict[str, float]:
+    """PRICE_PER_SEGMENT: a JSON object of country code (or "*") to a price, with "*" required."""
+    try:
+        prices = json.loads(raw)
+    except ValueError:
+        problems.append("PRICE_PER_SEGMENT must be a JSON object such as {\"US\": 0.0083, \"*\": 0.08}")
+        return dict(DEFAULT_PRICES)
+    if not isinstance(prices, dict) or "*" not in prices:
+        problems.append('PRICE_PER_SEGMENT must be a JSON object with a "*" entry for every other country')
+        return dict(DEFAULT_PRICES)
+    bad = [
+        str(country)
+        for country, price in prices.items()
+        if not (country == "*" or _COUNTRY.match(str(country)))
+        or isinstance(price, bool)
+        or not isinstance(price, (int, float))
+        or price < 0
+    ]
+    if bad:
+        problems.append(f"PRICE_PER_SEGMENT has bad entries for {', '.join(bad)} (a country code and a price >= 0)")
+        return dict(DEFAULT_PRICES)
+    return {str(country): float(price) for country, price in prices.items()}
 
 
 @dataclass(frozen=True)
@@ -57,6 +88,13 @@ class Settings:
     import_checkpoint_rows: int = 1000
     # Region for numbers without a country code in files that belong to no campaign (suppressions, panels).
     default_region: str = "US"
+    # Price of one SMS segment by destination country (ISO code), "*" for the rest: the preview's estimate.
+    prices_per_segment: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    price_currency: str = "USD"
+    # Appended to a template that does not say how to opt out.
+    opt_out_footer: str = "Reply STOP to opt out"
+    # The preview warns about messages longer than this many segments.
+    max_segments_warning: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -101,6 +139,10 @@ class Settings:
             max_import_bytes=number("MAX_IMPORT_BYTES", str(1024**3)),
             import_checkpoint_rows=number("IMPORT_CHECKPOINT_ROWS", "1000"),
             default_region=(env.get("DEFAULT_REGION", "").strip() or "US").upper(),
+            prices_per_segment=_prices(env.get("PRICE_PER_SEGMENT", "").strip() or json.dumps(DEFAULT_PRICES), problems),
+            price_currency=(env.get("PRICE_CURRENCY", "").strip() or "USD").upper(),
+            opt_out_footer=env.get("OPT_OUT_FOOTER", "").strip() or "Reply STOP to opt out",
+            max_segments_warning=number("MAX_SEGMENTS_WARNING", "2"),
         )
         sid = settings.twilio_account_sid
         if sid and not (sid.startswith("AC") and len(sid) == 34):
@@ -118,6 +160,9 @@ class Settings:
         if not self.public_webhook_base_url:
             raise ConfigurationError("PUBLIC_WEBHOOK_BASE_URL is not set (deploy parameter PublicWebhookBaseUrl)")
         return self.public_webhook_base_url
+
+    def price_per_segment(self, country: str | None) -> float:
+        return self.prices_per_segment.get((country or "").upper(), self.prices_per_segment["*"])
 
     @property
     def default_sender(self) -> str:

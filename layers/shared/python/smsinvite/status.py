@@ -20,6 +20,8 @@ class Status(str, Enum):
     UNDELIVERED = "undelivered"
     FAILED = "failed"
     SKIPPED_OPTED_OUT = "skipped_opted_out"
+    EXCLUDED = "excluded"  # left out by the preparation (missing field, rules); failure_reason says why
+    CANCELLED = "cancelled"  # the campaign was cancelled before this invitation was sent
 
     @property
     def rank(self) -> int:
@@ -43,6 +45,8 @@ _RANK = {
     Status.UNDELIVERED: TERMINAL_RANK,
     Status.FAILED: TERMINAL_RANK,
     Status.SKIPPED_OPTED_OUT: TERMINAL_RANK,
+    Status.EXCLUDED: TERMINAL_RANK,
+    Status.CANCELLED: TERMINAL_RANK,
 }
 
 # Twilio's message statuses (REST resource and status callbacks) in our terms.

@@ -19,9 +19,10 @@ from smsinvite.errors import Conflict, NotFound
 from smsinvite.phones import Phone
 from smsinvite.settings import Settings
 from smsinvite.status import Status, moves_forward
-from smsinvite.tables import CampaignRecord, RecipientRecord, Tables, counter, tables
+from smsinvite.tables import CampaignRecord, ImportRecord, RecipientRecord, Tables, counter, tables
 
 UNRESOLVED_SHARDS = 4
+DUE_SHARD = "due"
 _MAX_RACE_RETRIES = 8
 
 
@@ -69,10 +70,62 @@ class Store:
         now = utcnow()
         return self.t.campaigns(created_at=now, updated_at=now, **attributes)
 
-    def save_dispatch_cursor(self, campaign_id: str, cursor: str | None, dispatched: int) -> None:
+    def change_campaign(self, campaign_id: str, actions: list, condition) -> CampaignRecord | None:
+        """Apply `actions` if `condition` still holds; the campaign as written, or None if it did not hold."""
         campaigns = self.t.campaigns
-        cursor_action = campaigns.dispatch_cursor.set(cursor) if cursor else campaigns.dispatch_cursor.remove()
-        campaigns(campaign_id).update(actions=[cursor_action, campaigns.dispatched.add(dispatched)])
+        record = campaigns(campaign_id)
+        try:
+            record.update(
+                actions=actions + [campaigns.updated_at.set(utcnow())],
+                condition=campaigns.campaign_id.exists() & condition,
+            )
+        except UpdateError as exc:
+            if _is_condition_failure(exc):
+                return None
+            raise
+        return record
+
+    def no_import_running(self, now: datetime):
+        """The condition that no import holds the campaign's lease (a dead holder's lease runs out)."""
+        campaigns = self.t.campaigns
+        return campaigns.import_lease.does_not_exist() | (campaigns.import_lease_until < int(now.timestamp()))
+
+    def save_dispatch_cursor(
+        self,
+        campaign_id: str,
+        run: int,
+        *,
+        old: str | None,
+        new: str | None,
+        dispatched: int,
+        states: tuple[str, ...],
+        also: list = (),
+    ) -> bool:
+        """Move the dispatch cursor from `old` to `new`; False when another dispatcher moved it first."""
+        campaigns = self.t.campaigns
+        actions = [campaigns.dispatched.add(dispatched), *also]
+        actions.append(campaigns.dispatch_cursor.set(new) if new else campaigns.dispatch_cursor.remove())
+        if new is None:
+            actions.append(campaigns.dispatch_done.set(run))
+        at_old = (campaigns.dispatch_cursor == old) if old else campaigns.dispatch_cursor.does_not_exist()
+        condition = at_old & (campaigns.run == run) & campaigns.state.is_in(*states)
+        return self.change_campaign(campaign_id, actions, condition) is not None
+
+    def due_campaigns(self, now: datetime) -> Iterator[str]:
+        """Campaigns the scheduler must look at by now: a start, a next run, a watchdog check."""
+        for record in self.t.campaigns.by_due.query(DUE_SHARD, self.t.campaigns.due_at <= now.isoformat()):
+            yield record.campaign_id
+
+    def due(self, at: datetime | None) -> list:
+        campaigns = self.t.campaigns
+        if at is None:
+            return [campaigns.due_shard.remove(), campaigns.due_at.remove()]
+        return [campaigns.due_shard.set(DUE_SHARD), campaigns.due_at.set(at.isoformat())]
+
+    def campaign_imports(self, campaign_id: str) -> Iterator[ImportRecord]:
+        imports = self.t.imports
+        for key in imports.by_campaign.query(campaign_id):
+            yield imports.get(key.import_id, consistent_read=True)
 
     # ------------------------------------------------------------------ recipients
     def recipient(self, campaign_id: str, recipient_id: str) -> RecipientRecord:
@@ -183,6 +236,18 @@ class Store:
         try:
             recipients(recipient.campaign_id, recipient.recipient_id).update(
                 actions=[recipients.message_sid.set(sid)], condition=recipients.attempt_id == attempt_id
+            )
+        except UpdateError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
+    def set_exclusion(self, recipient: RecipientRecord, exclusion: str | None) -> None:
+        """Why prepare leaves this recipient out (None: it is invited); only while it is not yet sent."""
+        recipients = self.t.recipients
+        action = recipients.exclusion.set(exclusion) if exclusion else recipients.exclusion.remove()
+        try:
+            recipients(recipient.campaign_id, recipient.recipient_id).update(
+                actions=[action], condition=recipients.status == Status.IMPORTED.value
             )
         except UpdateError as exc:
             if not _is_condition_failure(exc):

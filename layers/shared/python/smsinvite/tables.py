@@ -51,6 +51,24 @@ class _ByUnresolved(GlobalSecondaryIndex):
     claimed_at = UnicodeAttribute(range_key=True)
 
 
+class _ByDue(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-due"
+        projection = KeysOnlyProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = UnicodeAttribute(range_key=True)
+
+
+class _ByCampaign(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-campaign"
+        projection = KeysOnlyProjection()
+
+    campaign_id = UnicodeAttribute(hash_key=True)
+    import_id = UnicodeAttribute(range_key=True)
+
+
 class CampaignRecord(Model):
     campaign_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
@@ -63,8 +81,35 @@ class CampaignRecord(Model):
     phone_column = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute()
+    # Sending settings (smsinvite.campaigns.CampaignSettings holds their rules).
+    rate_per_second = NumberAttribute(default=1)
+    window_opens = UnicodeAttribute(default="08:00")
+    window_closes = UnicodeAttribute(default="21:00")
+    code_length = NumberAttribute(null=True)
+    code_source = UnicodeAttribute(default="generated")
+    code_expires_after_seconds = NumberAttribute(null=True)
+    audience = UnicodeAttribute(null=True)  # JSON: {"panels": [{"panel_id": ..., "rules": [...]}]}
+    start_at = UTCDateTimeAttribute(null=True)
+    recurrence = UnicodeAttribute(null=True)  # JSON: {"every": "1d", "until": ..., "max_runs": ...}
+    # Whatever changes the audience or the message bumps the revision; approve needs the prepared one.
+    revision = NumberAttribute(default=0)
+    prepared_revision = NumberAttribute(null=True)
+    preparation = UnicodeAttribute(null=True)  # JSON: a prepare under way (cursor and running tallies)
+    audience_request = UnicodeAttribute(null=True)  # the request id of the panel imports a prepare awaits
+    prepare_seq = NumberAttribute(default=0)
+    preview = UnicodeAttribute(null=True)  # JSON: the last finished preparation's preview
+    last_error = UnicodeAttribute(null=True)
+    run = NumberAttribute(default=0)  # how many times sending has started (recurring campaigns: each run)
+    runs_completed = NumberAttribute(default=0)
     dispatch_cursor = UnicodeAttribute(null=True)
     dispatched = NumberAttribute(default=0)
+    dispatch_done = NumberAttribute(null=True)  # the run whose dispatch finished
+    # Sparse index of campaigns the scheduler must look at: a start, a next run, a watchdog check.
+    due_shard = UnicodeAttribute(null=True)
+    due_at = UnicodeAttribute(null=True)
+    approved_at = UTCDateTimeAttribute(null=True)
+    started_at = UTCDateTimeAttribute(null=True)
+    finished_at = UTCDateTimeAttribute(null=True)
     # One import at a time per campaign: batched writes are only safe without a concurrent writer.
     import_lease = UnicodeAttribute(null=True)
     import_lease_until = NumberAttribute(null=True)
@@ -82,6 +127,10 @@ class CampaignRecord(Model):
     count_undelivered = NumberAttribute(default=0)
     count_failed = NumberAttribute(default=0)
     count_skipped_opted_out = NumberAttribute(default=0)
+    count_excluded = NumberAttribute(default=0)
+    count_cancelled = NumberAttribute(default=0)
+
+    by_due = _ByDue()
 
 
 class RecipientRecord(Model):
@@ -105,6 +154,8 @@ class RecipientRecord(Model):
     updated_at = UTCDateTimeAttribute(null=True)
     # The invitation code, written in one transaction with the code's own item (smsinvite.codes).
     code = UnicodeAttribute(null=True)
+    # Set by prepare when the recipient is left out (missing_field:<name>, not_matching_rules, suppressed).
+    exclusion = UnicodeAttribute(null=True)
 
     by_phone = _ByPhone()
     by_unresolved = _ByUnresolved()
@@ -133,6 +184,8 @@ class ImportRecord(Model):
     started_at = UTCDateTimeAttribute()
     updated_at = UTCDateTimeAttribute(null=True)
     finished_at = UTCDateTimeAttribute(null=True)
+
+    by_campaign = _ByCampaign()
 
 
 class CodeRecord(Model):

@@ -1,0 +1,142 @@
+"""A campaign's status, its report, and the per-recipient CSV export under reports/ (never imported)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+
+from smsinvite import aws_clients
+from smsinvite.reports import REPORTS_PREFIX, JoinedChunks, csv_text
+from smsinvite.settings import Settings
+from smsinvite.status import Status
+from smsinvite.store import Store, utcnow
+from smsinvite.tables import CampaignRecord
+
+# From the sender's point of view these are done: nothing more will be sent to them.
+_DONE = tuple(s for s in Status if s.rank >= Status.SENT.rank)
+_EXPORT_COLUMNS = (
+    "recipient_id", "phone", "region", "status", "failure_reason", "error_code", "code", "message_sid", "updated_at",
+)
+
+
+class CampaignReport:
+    def __init__(self, campaign: CampaignRecord) -> None:
+        self.campaign = campaign
+
+    def counts(self) -> dict[str, int]:
+        return {status.value: int(getattr(self.campaign, f"count_{status.value}") or 0) for status in Status}
+
+    def status(self) -> dict:
+        campaign, counts = self.campaign, self.counts()
+        body = {
+            "campaign_id": campaign.campaign_id,
+            "name": campaign.name,
+            "state": campaign.state,
+            "run": int(campaign.run),
+            "revision": int(campaign.revision),
+            "prepared_is_current": campaign.prepared_revision is not None
+            and int(campaign.prepared_revision) == int(campaign.revision),
+            "counts": counts,
+            "progress": {"total": sum(counts.values()), "done": sum(counts[s.value] for s in _DONE)},
+            "dispatched": int(campaign.dispatched or 0),
+            "rows_excluded": {
+                "duplicate": int(campaign.rows_duplicate or 0),
+                "invalid": int(campaign.rows_invalid or 0),
+                "landline": int(campaign.rows_landline or 0),
+            },
+        }
+        for name in ("start_at", "approved_at", "started_at", "finished_at"):
+            value = getattr(campaign, name)
+            if value is not None:
+                body[name] = value.isoformat()
+        if campaign.due_at:
+            body["next_check_at"] = campaign.due_at
+        if campaign.last_error:
+            body["last_error"] = campaign.last_error
+        return body
+
+    def report(self, store: Store) -> dict:
+        """The status, what became of every recipient by reason, and the preview it was sent from."""
+        campaign = self.campaign
+        reasons: Counter = Counter()
+        for recipient in store.t.recipients.query(
+            campaign.campaign_id, attributes_to_get=["status", "failure_reason", "error_code"]
+        ):
+            if recipient.failure_reason and recipient.status in _REASONED:
+                reasons[f"{recipient.status}: {recipient.failure_reason}"] += 1
+        status = self.status()
+        counts = {name: n for name, n in status.pop("counts").items() if n}
+        handed_over = sum(counts.get(s, 0) for s in ("queued", "sending", "sent", "delivered", "undelivered"))
+        delivered = counts.get("delivered", 0)
+        report = {
+            **{k: v for k, v in status.items() if not isinstance(v, dict)},
+            "settings": {
+                "sender": campaign.sender or "(deployment default)",
+                "rate_per_second": float(campaign.rate_per_second),
+                "quiet_hours": f"{campaign.window_opens}-{campaign.window_closes} local time",
+                "codes": campaign.code_source,
+            },
+            "recipients": counts,
+            "delivery": {
+                "accepted_by_twilio": handed_over,
+                "delivered": delivered,
+                "delivery_rate": f"{100 * delivered / handed_over:.1f}%" if handed_over else "-",
+            },
+            "reasons": dict(sorted(reasons.items())),
+            "progress": status["progress"],
+            "rows_excluded_at_import": {k: v for k, v in status["rows_excluded"].items() if v},
+        }
+        if campaign.preview:
+            preview = json.loads(campaign.preview)
+            report["preview"] = {
+                "prepared_at": preview["prepared_at"],
+                "eligible": preview["audience"]["eligible"],
+                "excluded": preview["audience"]["excluded"],
+                "segments": preview["messages"]["total_segments"],
+                "estimated_cost": f"{preview['cost']['total']:.2f} {preview['cost']['currency']}",
+                "estimated_duration": preview["sending"]["duration"].get("summary", "-"),
+            }
+        return report
+
+
+_REASONED = frozenset(
+    s.value for s in (Status.FAILED, Status.UNDELIVERED, Status.EXCLUDED, Status.SKIPPED_OPTED_OUT, Status.CANCELLED)
+)
+
+
+def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord) -> dict:
+    """Every recipient, one row each, streamed to S3 in two passes (the first finds the merge fields)."""
+    campaign_id = campaign.campaign_id
+    field_names: dict[str, None] = {}
+    rows = 0
+    for recipient in store.t.recipients.query(campaign_id, attributes_to_get=["fields"]):
+        field_names.update(dict.fromkeys(recipient.fields.as_dict()))
+        rows += 1
+    fields = list(field_names)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    key = f"{REPORTS_PREFIX}campaigns/{campaign_id}/recipients-{stamp}.csv"
+
+    def chunks() -> Iterator[bytes]:
+        yield csv_text([[*_EXPORT_COLUMNS, *fields]]).encode("utf-8")
+        batch = []
+        for recipient in store.t.recipients.query(campaign_id):
+            values = recipient.fields.as_dict()
+            batch.append([*(_cell(recipient, column) for column in _EXPORT_COLUMNS), *(values.get(f, "") for f in fields)])
+            if len(batch) == 500:
+                yield csv_text(batch).encode("utf-8")
+                batch = []
+        if batch:
+            yield csv_text(batch).encode("utf-8")
+
+    aws_clients.client("s3").upload_fileobj(JoinedChunks(chunks()), settings.imports_bucket, key)
+    return {"campaign_id": campaign_id, "bucket": settings.imports_bucket, "key": key, "rows": rows}
+
+
+def _cell(recipient, column: str) -> object:
+    value = getattr(recipient, column)
+    if column == "updated_at" and value is not None:
+        return value.isoformat()
+    if column == "error_code" and value is not None:
+        return int(value)
+    return value
