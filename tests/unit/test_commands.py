@@ -1,28 +1,96 @@
 """Commands are validated whole before anything changes, and every problem is named."""
 
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
 import pytest
 
-from smsinvite.commands import COMMANDS, parse_command
+from smsinvite.commands import COMMANDS, CommandContext, create_campaign, parse_command
 from smsinvite.errors import InvalidInput
+from smsinvite.settings import Settings
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+COMMAND_SAMPLES = sorted(path.name for path in EVENTS.glob("command-*.json"))
 
 
-@pytest.mark.parametrize(
-    "sample",
-    ["command-create-campaign.json", "command-status.json", "command-add-recipients.json", "command-add-panel.json"],
-)
+class PanelsOnly:
+    """A store that knows one panel and fails the test if anything is written."""
+
+    def panel_exists(self, panel_id):
+        return panel_id == "loyalty-club"
+
+    def __getattr__(self, name):
+        raise AssertionError(f"a refused command touched the store ({name})")
+
+
+def context(environment):
+    settings = Settings.from_env({**environment, "SENDER_CEILING_PER_SECOND": "10"})
+    return CommandContext(PanelsOnly(), settings, runner=None, time_left=lambda: 30.0)
+
+
+def test_every_command_has_a_console_sample():
+    named = {name.removeprefix("command-").removesuffix(".json").replace("-", "_") for name in COMMAND_SAMPLES}
+    assert set(COMMANDS) <= named
+
+
+@pytest.mark.parametrize("sample", COMMAND_SAMPLES)
 def test_every_console_sample_is_a_valid_command(event, sample):
     command = parse_command(event(sample))
     assert command.command in COMMANDS
 
 
 def test_a_bad_create_campaign_lists_every_problem_at_once(event):
-    bad = {**event("command-create-campaign.json"), "campaign_id": "has spaces", "survey_url": "nope",
-           "sender": "12345", "colour": "blue"}
+    bad = {
+        **event("command-create-campaign.json"),
+        "campaign_id": "has spaces",
+        "survey_url": "nope",
+        "sender": "12345",
+        "colour": "blue",
+        "message_template": "Hi {First Name}, {link",
+        "quiet_hours": {"opens": "25:00", "closes": "20:00"},
+        "codes": {"length": 6},
+        "recurrence": {"every": "fortnightly"},
+        "audience": {"rules": [{"field": "tier", "op": "in", "value": "gold"}]},
+    }
     with pytest.raises(InvalidInput) as refused:
         parse_command(bad)
-    problems = " ".join(refused.value.details)
-    for field in ("campaign_id", "survey_url", "sender", "colour"):
-        assert field in problems
+    problems = " | ".join(refused.value.details)
+    for field in ("campaign_id", "survey_url", "sender", "colour", "message_template", "quiet_hours.opens",
+                  "codes", "recurrence.every", "audience.rules.0"):
+        assert field in problems, field
+    assert "did you mean {first_name}" in problems
+    assert "at least 40 bits" in problems
+    assert "needs a list" in problems
+
+
+def test_quiet_hours_must_open_and_close_at_different_times(event):
+    with pytest.raises(InvalidInput) as refused:
+        parse_command({**event("command-create-campaign.json"), "quiet_hours": {"opens": "09:00", "closes": "09:00"}})
+    assert "opens and closes must differ" in refused.value.details[0]
+
+
+def test_an_update_that_changes_nothing_is_refused():
+    with pytest.raises(InvalidInput) as refused:
+        parse_command({"command": "update_campaign", "campaign_id": "spring-nps"})
+    assert "at least one field" in refused.value.details[0]
+
+
+def test_a_rate_over_the_sender_ceiling_a_past_start_and_an_unknown_panel_are_refused_before_any_write(event, environment):
+    sample = event("command-create-campaign.json")
+    command = parse_command(
+        {
+            **sample,
+            "rate_per_second": 50,
+            "start_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(),
+            "audience": {"panels": [{"panel_id": "no-such-panel"}]},
+        }
+    )
+    with pytest.raises(InvalidInput) as refused:
+        create_campaign(context(environment), command)
+    problems = " | ".join(refused.value.details)
+    assert "over the sender ceiling of 10" in problems
+    assert "start_at: must be in the future" in problems
+    assert "panel no-such-panel has no members" in problems
 
 
 @pytest.mark.parametrize("event_body", [None, [], {"name": "x"}, {"command": 3}])
@@ -36,3 +104,4 @@ def test_an_unknown_command_names_the_known_ones():
     with pytest.raises(InvalidInput) as refused:
         parse_command({"command": "launch_rockets"})
     assert "create_campaign" in refused.value.details[0]
+    assert "approve" in refused.value.details[0]

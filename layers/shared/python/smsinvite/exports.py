@@ -13,8 +13,8 @@ from smsinvite.status import Status
 from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord
 
-# From the sender's point of view these are done: nothing more will be sent to them.
-_DONE = tuple(s for s in Status if s.rank >= Status.SENT.rank)
+# Done from the sender's point of view: handed to Twilio, or never to be sent. A run completes on these.
+_DONE = tuple(s for s in Status if s.rank >= Status.QUEUED.rank)
 _EXPORT_COLUMNS = (
     "recipient_id", "phone", "region", "status", "failure_reason", "error_code", "code", "message_sid", "updated_at",
 )
