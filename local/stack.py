@@ -3,25 +3,31 @@
 - moto (S3, SQS, Secrets Manager) and DynamoDB Local on 127.0.0.1;
 - the Twilio simulator on 127.0.0.1, which the real twilio SDK talks to;
 - every resource created from template.yaml;
-- the router, which delivers template.yaml's events to the handlers with AWS's event shapes.
+- the router, which delivers template.yaml's events to the handlers with AWS's event shapes;
+- Lambda's Invoke API on 127.0.0.1, so that the CLI (or any boto3 lambda client) can call the functions.
 
-`python -m local.stack` (or `make up`) keeps it running and prints the endpoints.
+`python -m local.stack` (or `make up`) keeps it running, prints the endpoints and writes them to the
+state file the CLI reads (`smsinvite.cli.local_state_path()`), which it removes when it stops.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
+from local.lambda_api import LambdaInvokeApi
 from local.resources import LocalResources, create_resources
 from local.router import Router
 from local.services import LocalServices, start_services
 from local.template import LOCAL_REGION, LocalStackTemplate
 from local.twilio_sim import TwilioSimulator
+from smsinvite.cli import local_state_path
 
 LOCAL_FROM_NUMBER = "+15005550006"  # Twilio's magic "valid From" test number
 
@@ -48,6 +54,7 @@ class LocalStack:
         self.services: LocalServices | None = None
         self.twilio: TwilioSimulator | None = None
         self.router: Router | None = None
+        self.lambda_api: LambdaInvokeApi | None = None
         self.resources: LocalResources | None = None
         self.template: LocalStackTemplate | None = None
         self._saved_environ: dict[str, str | None] = {}
@@ -108,15 +115,17 @@ class LocalStack:
             schedule_interval_override=options.schedule_interval_seconds,
         )
         self.router.start()
+        self.lambda_api = LambdaInvokeApi(self.router).start()
+        self.lambda_endpoint = self.lambda_api.endpoint
 
     def stop(self) -> None:
-        for part in (self.router, self.twilio, self.services):
+        for part in (self.lambda_api, self.router, self.twilio, self.services):
             if part is not None:
                 try:
                     part.stop()
                 except Exception as error:  # noqa: BLE001 - keep stopping the rest
                     print(f"local stack: stopping {type(part).__name__} failed: {error}", file=sys.stderr)
-        self.router = self.twilio = self.services = None
+        self.lambda_api = self.router = self.twilio = self.services = None
         for name, value in self._saved_environ.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -152,15 +161,31 @@ class LocalStack:
             "webhook API": self.api_url,
             "status callback": f"{self.api_url}/twilio/status",
             "inbound webhook": f"{self.api_url}/twilio/inbound",
+            "Lambda Invoke API (the CLI's commands)": self.lambda_endpoint,
             "AWS (moto: S3, SQS, Secrets Manager)": self.services.aws_endpoint,
             f"DynamoDB ({self.services.engine})": self.services.dynamodb_endpoint,
             "Twilio simulator": self.twilio.base_url,
             "imports bucket": self.bucket,
         }
 
+    def client_state(self) -> dict[str, str]:
+        """What a client (the CLI) needs to send commands and uploads to this stack."""
+        return {
+            "lambda_endpoint": self.lambda_endpoint,
+            "aws_endpoint": self.services.aws_endpoint,
+            "bucket": self.bucket,
+            "commands_function": "CommandsFunction",
+            "region": LOCAL_REGION,
+        }
+
+    def write_state_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.client_state(), indent=2) + "\n", encoding="utf-8")
+
 
 def main() -> int:
     stack = LocalStack(StackOptions(schedule_interval_seconds=10)).start()
+    state_file = local_state_path()
     print("smsinvite local stack is up. Endpoints:")
     for name, url in stack.endpoints().items():
         print(f"  {name:<40} {url}")
@@ -168,15 +193,20 @@ def main() -> int:
         "\nDrop a CSV with:\n"
         f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --endpoint-url {stack.services.aws_endpoint} \\\n"
         f"    s3 cp recipients.csv s3://{stack.bucket}/imports/<campaign_id>/recipients.csv\n"
+        f"or use the CLI, which finds this stack through {state_file}:\n"
+        "  .venv/bin/smsinvite upload recipients.csv --campaign <campaign_id>\n"
+        "  .venv/bin/smsinvite status <campaign_id> --watch\n"
         "Press Ctrl-C to stop."
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
+        stack.write_state_file(state_file)
         stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        state_file.unlink(missing_ok=True)
         stack.stop()
     return 0
 
