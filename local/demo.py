@@ -1,8 +1,9 @@
 """`make demo`: the main job end to end on the embedded default, narrated step by step.
 
-A CSV is dropped into the bucket; the import function stores its recipients; a dispatch fans them
-out to the send queue; the sender texts each through the Twilio simulator; the simulator's signed
-status callbacks reach the status webhook, which moves each message forward to its final status.
+A campaign is created; a CSV is dropped into the bucket and imported; prepare builds the audience,
+gives each invitee a code and prints the preview; approve starts the send; the dispatcher fans the
+audience out to the send queue; the sender texts each through the Twilio simulator while a progress
+bar moves; the simulator's signed status callbacks move each message forward; the report is printed.
 The same flow is the end-to-end test's (tests/e2e), so what the demo shows is what is tested.
 """
 
@@ -37,7 +38,7 @@ FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")
 
 
 @dataclass
-class ThinPathResult:
+class DemoResult:
     import_summary: dict = field(default_factory=dict)
     rejected_report: str = ""
     campaign: dict = field(default_factory=dict)
@@ -140,14 +141,14 @@ def final_statuses(store, campaign_id: str) -> dict[str, str] | None:
     return statuses if all(s in FINAL_STATUSES for s in statuses.values()) else None
 
 
-def run_thin_path(
+def run_demo_campaign(
     stack, say: Callable[[str], None] = lambda _: None, *, campaign_id: str = CAMPAIGN_ID
-) -> ThinPathResult:
+) -> DemoResult:
     from smsinvite.observability import mask_phone
     from smsinvite.settings import Settings
     from smsinvite.store import Store
 
-    result = ThinPathResult()
+    result = DemoResult()
     store = Store(Settings.from_env())
     stack.twilio.set_outcome(UNDELIVERED_NUMBER, "undelivered", 30003)
 
@@ -254,21 +255,26 @@ def main() -> int:
 
     from local.stack import LocalStack, StackOptions
 
-    say("smsinvite demo: the thin path on the embedded default (moto, DynamoDB Local, Twilio simulator)\n")
+    from smsinvite.cli import format_report
+
+    say("smsinvite demo: a campaign end to end on the embedded default (moto, DynamoDB Local, Twilio simulator)\n")
     try:
         with LocalStack(StackOptions()) as stack:
             say(f"local stack up: DynamoDB engine {stack.services.engine}, API {stack.api_url}\n")
-            result = run_thin_path(stack, say=say)
+            result = run_demo_campaign(stack, say=say)
     finally:
         sys.stdout.close()
         sys.stdout = narration
     leaked = whole_numbers_in(log_path.read_text(encoding="utf-8"), result.statuses)
     counts = {name: n for name, n in result.campaign["counts"].items() if n}
+    print("\nReport (smsinvite report)")
+    print(format_report(result.report))
     print("\nSummary")
     print(f"  rows in the CSV         {result.import_summary['rows']}")
     print(f"  imported / not          {result.import_summary.get('imported', 0)} / "
           f"{result.import_summary['rows'] - result.import_summary.get('imported', 0)}")
     print(f"  rejected-rows report    {result.rejected_report}")
+    print(f"  invited after prepare   {result.preview['audience']['eligible']}")
     print(f"  Twilio messages created {result.twilio_creates}")
     print(f"  status callbacks        {result.callbacks_posted}")
     print(f"  campaign counters       {_outcomes(counts)}")

@@ -135,13 +135,19 @@ def slow_twilio(twilio):
     twilio.faults.latency = 0.0
 
 
-def test_pause_holds_the_rest_and_resume_sends_it_once(stack, slow_twilio, campaign_id):
-    # Given a campaign of 30 being sent slowly
-    phones = numbers(2300, 30)
+def sending_thirty(stack, campaign_id, *, first):
+    """An approved campaign of 30 whose first few messages have gone out."""
+    phones = numbers(first, 30)
     create(stack, campaign_id)
     add(stack, campaign_id, phones)
     prepare_and_approve(stack, campaign_id)
     wait_for(lambda: sent_to(stack, phones) >= 3, timeout=30, what="the first messages")
+    return phones
+
+
+def test_pause_holds_the_rest_and_resume_sends_it_once(stack, slow_twilio, campaign_id):
+    # Given a campaign of 30 being sent slowly
+    phones = sending_thirty(stack, campaign_id, first=2300)
 
     # When it is paused, nothing more is sent (beyond the creates already under way)
     command(stack, {"command": "pause", "campaign_id": campaign_id})
@@ -158,11 +164,7 @@ def test_pause_holds_the_rest_and_resume_sends_it_once(stack, slow_twilio, campa
 
 
 def test_cancel_means_whatever_is_left_is_never_sent(stack, slow_twilio, campaign_id):
-    phones = numbers(2400, 30)
-    create(stack, campaign_id)
-    add(stack, campaign_id, phones)
-    prepare_and_approve(stack, campaign_id)
-    wait_for(lambda: sent_to(stack, phones) >= 3, timeout=30, what="the first messages")
+    phones = sending_thirty(stack, campaign_id, first=2400)
 
     command(stack, {"command": "cancel", "campaign_id": campaign_id})
     counts = wait_for(

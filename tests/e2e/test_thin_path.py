@@ -16,7 +16,7 @@ from local.demo import (
     prepare,
     prepare_and_approve,
     command,
-    run_thin_path,
+    run_demo_campaign,
     twilio_messages_of,
     upload_and_import,
     wait_for,
@@ -40,7 +40,7 @@ def test_the_local_stack_runs_on_dynamodb_local(stack):
 def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_status(stack, campaign_id, caplog):
     # Given the demo's messy CSV, when it runs the whole thin path
     caplog.set_level("INFO")
-    result = run_thin_path(stack, campaign_id=campaign_id)
+    result = run_demo_campaign(stack, campaign_id=campaign_id)
 
     # Then every row ended in one outcome, only valid mobiles were texted, once each
     assert result.import_summary == {
@@ -80,7 +80,7 @@ def test_the_same_upload_reported_twice_imports_once(stack, store, campaign_id, 
 
 def test_a_forged_status_callback_gets_403_and_changes_nothing(stack, store, campaign_id):
     # Given a delivered campaign
-    run_thin_path(stack, campaign_id=campaign_id)
+    run_demo_campaign(stack, campaign_id=campaign_id)
     before = counters(stack, campaign_id)
     recipient = next(r for r in store.t.recipients.query(campaign_id) if r.message_sid)
 
@@ -99,7 +99,7 @@ def test_a_forged_status_callback_gets_403_and_changes_nothing(stack, store, cam
 
 def test_a_tampered_genuine_callback_gets_403_and_a_replayed_one_changes_nothing(stack, store, campaign_id):
     # Given a genuine, signed callback that Twilio posted
-    run_thin_path(stack, campaign_id=campaign_id)
+    run_demo_campaign(stack, campaign_id=campaign_id)
     before = counters(stack, campaign_id)
     sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
     genuine = next(c for c in stack.twilio.callback_log if c.message_sid in sids and c.params["MessageStatus"] == "sent")
