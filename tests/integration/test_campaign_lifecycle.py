@@ -1,5 +1,6 @@
 """Prepare, approve, dispatch, pause and cancel against DynamoDB Local: the conditional writes that keep them honest."""
 
+import json
 import re
 import uuid
 
@@ -302,20 +303,28 @@ def test_an_import_waits_while_the_campaign_sends_and_fails_once_it_is_closed(st
     assert closed.state == "failed" and closed.reason.startswith("campaign_closed")
 
 
-def test_a_panel_in_the_audience_is_imported_at_prepare_and_its_rules_choose_who_is_invited(store, local_aws, runner):
+def a_panel(local_aws, runner, body: bytes) -> str:
+    """A panel uploaded and imported, as panels/<id>/members.csv would be."""
     import boto3
 
-    from smsinvite.campaigns import Audience, PanelSource, Rule
     from smsinvite.importing import S3Upload
 
-    # Given a panel of three members with a tier attribute
     panel_id = f"club-{uuid.uuid4().hex[:8]}"
-    body = b"phone,first_name,tier\n+1 415 555 0300,Ada,gold\n+1 415 555 0301,Bo,bronze\n+1 415 555 0302,Cy,gold\n"
     key = f"panels/{panel_id}/members.csv"
     put = boto3.client("s3").put_object(Bucket=local_aws.imports_bucket, Key=key, Body=body)
     upload = S3Upload(local_aws.imports_bucket, key, put.get("VersionId"), put["ETag"].strip('"'), len(body))
     record, _ = runner.register_upload(upload)
     runner.run(record.import_id, time_left=lambda: 60.0, margin=5.0)
+    return panel_id
+
+
+def test_a_panel_in_the_audience_is_imported_at_prepare_and_its_rules_choose_who_is_invited(store, local_aws, runner):
+    from smsinvite.campaigns import Audience, PanelSource, Rule
+
+    # Given a panel of three members with a tier attribute
+    panel_id = a_panel(
+        local_aws, runner, b"phone,first_name,tier\n+1 415 555 0300,Ada,gold\n+1 415 555 0301,Bo,bronze\n+1 415 555 0302,Cy,gold\n"
+    )
 
     # And a campaign whose audience is that panel's gold members, besides its own recipients
     audience = Audience(panels=(PanelSource(panel_id, (Rule("tier", "equals", "gold"),)),))
@@ -328,3 +337,76 @@ def test_a_panel_in_the_audience_is_imported_at_prepare_and_its_rules_choose_who
     panel = preview["sources"][f"panel {panel_id}"]
     assert panel == {"rows": 3, "imported": 3, "eligible": 2, "not_matching_rules": 1}
     assert preview["audience"]["eligible"] == 2 + 3  # and the campaign's own three who have a name
+
+
+def test_prepare_waits_for_a_large_audience_panel_and_goes_on_when_called_again(store, local_aws, runner):
+    from smsinvite.campaigns import Audience, PanelSource
+
+    # Given an audience panel of 150, whose import takes more than the invocation has left
+    members = "".join(f"+1 415 555 {1500 + i},M{i}\n" for i in range(150))
+    panel_id = a_panel(local_aws, runner, f"phone,first_name\n{members}".encode())
+    campaign_id = new_campaign(store, runner, people=[], audience=Audience(panels=(PanelSource(panel_id),)).as_json())
+
+    # When prepare is called with no time to spare, it imports a first chunk and says what it waits for
+    waiting = prepare(store, local_aws, runner, campaign_id, time_left=lambda: 0.0)
+    assert waiting.state == "draft"
+    assert waiting.waiting_for == (f"the import of panel {panel_id} (100 rows so far)",)
+
+    # Then called again, it finishes the same import (not a second one) and prepares everyone
+    done = prepare(store, local_aws, runner, campaign_id)
+    assert done.state == "prepared"
+    assert done.preview["audience"]["eligible"] == 150
+    assert done.preview["sources"][f"panel {panel_id}"]["rows"] == 150
+
+
+def dispatch_requests_for(local_aws, campaign_id):
+    import boto3
+
+    sqs, found = boto3.client("sqs"), []
+    for _ in range(5):
+        messages = sqs.receive_message(QueueUrl=local_aws.dispatch_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in messages:
+            body = json.loads(message["Body"])
+            if body["campaign_id"] == campaign_id:
+                found.append(body)
+                sqs.delete_message(QueueUrl=local_aws.dispatch_queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if not messages:
+            break
+    return found
+
+
+def test_the_watchdog_resends_a_lost_dispatch_and_completes_a_run_whose_last_message_was_missed(
+    store, local_aws, runner, lifecycle
+):
+    from datetime import timedelta
+
+    from smsinvite.scheduling import DueCampaigns
+    from smsinvite.store import utcnow
+
+    # Given an approved campaign whose dispatch request was lost after its first page
+    campaign_id = approved(store, local_aws, runner, lifecycle, people=many(4))
+    assert dispatch_requests_for(local_aws, campaign_id) == [{"campaign_id": campaign_id, "run": 1, "cursor": None}]
+    queue = RecordingQueue()
+    first = Dispatcher(store, queue, page_size=2).dispatch_page(DispatchRequest(campaign_id=campaign_id, run=1))
+    due = DueCampaigns(store, lifecycle, Preparer(store, local_aws, runner))
+    later = utcnow() + timedelta(minutes=6)
+
+    # When the scheduler ticks after the watchdog's interval, the dispatch is asked for again from its cursor
+    assert due.run(later, time_left=lambda: 60.0, margin=5.0)["watched"] == 1
+    assert dispatch_requests_for(local_aws, campaign_id) == [{"campaign_id": campaign_id, "run": 1, "cursor": first.next_cursor}]
+
+    # When the dispatch ends and everyone is sent, but no sender saw the end
+    page = Dispatcher(store, queue, page_size=2).dispatch_page(
+        DispatchRequest(campaign_id=campaign_id, run=1, cursor=first.next_cursor)
+    )
+    while page.more:
+        page = Dispatcher(store, queue, page_size=2).dispatch_page(
+            DispatchRequest(campaign_id=campaign_id, run=1, cursor=page.next_cursor)
+        )
+    for body in queue.bodies:
+        store.transition(store.recipient(campaign_id, body["recipient_id"]), Status.QUEUED)
+    due.run(utcnow() + timedelta(minutes=12), time_left=lambda: 60.0, margin=5.0)
+
+    # Then the watchdog completed the run
+    campaign = store.campaign(campaign_id)
+    assert campaign.state == "completed" and campaign.due_at is None

@@ -171,8 +171,7 @@ class Preparer:
             raise InvalidTransition(campaign_id, "prepare", state)
         if state is not S.PREPARING:
             waiting = self._import_audience_panels(campaign, time_left, margin)
-            if waiting:
-                self._continue_later(campaign_id, self.store.t.campaigns.state == state.value)
+            if waiting:  # prepare again to go on (a recurring run stays due, so the scheduler does)
                 return PrepareOutcome(campaign_id, state.value, waiting_for=waiting)
             began = self._begin(campaign, state)
             if began is None:
@@ -244,7 +243,7 @@ class Preparer:
             )
             if moved is None:  # another prepare got this page in first; it carries on
                 current = self.store.campaign(campaign_id)
-                return PrepareOutcome(campaign_id, current.state, considered=preparation.tally.eligible)
+                return PrepareOutcome(campaign_id, current.state, considered=_considered(preparation.tally))
             preparation, saved = after, text
             if after.cursor is None:
                 return self._finish(campaign, preparation, saved)
