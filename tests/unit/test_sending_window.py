@@ -5,13 +5,13 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from smsinvite.errors import InvalidInput
+from smsinvite.phones import zones_for
 from smsinvite.sending_window import (
     DurationEstimate,
     NoSendingTime,
     SendingWindow,
     estimate_duration,
     human_duration,
-    zones_for,
 )
 
 HAWAII_MOBILE = "+18085551234"

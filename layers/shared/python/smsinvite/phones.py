@@ -66,8 +66,13 @@ class Phone:
 
     @property
     def timezones(self) -> tuple[str, ...]:
-        parsed = phonenumbers.parse(self.e164)
-        return tuple(zone for zone in number_timezones.time_zones_for_number(parsed) if zone != "Etc/Unknown")
+        return zones_for(self.e164)
+
+
+def zones_for(e164: str) -> tuple[str, ...]:
+    """The IANA zones phonenumbers places a number in; empty when it cannot tell, so callers fall back."""
+    parsed = phonenumbers.parse(e164)
+    return tuple(zone for zone in number_timezones.time_zones_for_number(parsed) if zone != "Etc/Unknown")
 
 
 def normalise(raw: str | None, default_region: str | None) -> Phone:

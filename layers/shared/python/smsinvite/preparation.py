@@ -31,7 +31,8 @@ from smsinvite.importing import ImportRunner, outcomes_of
 from smsinvite.invitations import invitation_text, missing_field, short_link, template_as_sent
 from smsinvite.messages import segment_info, template_warnings
 from smsinvite.observability import logger, mask_phone
-from smsinvite.sending_window import NoSendingTime, SendingWindow, estimate_duration, zones_for
+from smsinvite.phones import zones_for
+from smsinvite.sending_window import NoSendingTime, SendingWindow, estimate_duration
 from smsinvite.settings import Settings
 from smsinvite.status import Status
 from smsinvite.store import Store, utcnow

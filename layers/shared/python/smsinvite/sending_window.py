@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-from phonenumbers.timezone import time_zones_for_number
-
 from smsinvite.errors import InvalidInput, SmsInviteError
 
 DEFAULT_OPENS = time(8, 0)
@@ -130,11 +127,6 @@ class SendingWindow:
             assert closing is not None, "every zone's window closes at least once a local day"
             yield opening, closing
             opening = self._opening_from(closing, zones)
-
-
-def zones_for(e164: str) -> tuple[str, ...]:
-    """The IANA zones phonenumbers places a number in; empty when it cannot tell, so callers fall back."""
-    return tuple(zone for zone in time_zones_for_number(phonenumbers.parse(e164)) if zone != "Etc/Unknown")
 
 
 @dataclass(frozen=True)
