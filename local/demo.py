@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +32,25 @@ DEMO_CSV = (
     "Finn;not a number;US\r\n"
     "Gus;+44 7911 123456;GB\r\n"
     "Hana;(415) 555-0188;US\r\n"  # on the blocklist
+    "Kenji;090-1234-5678;JP\r\n"  # night in Tokyo during the demo: deferred by quiet hours
 )
 BLOCKLIST_CSV = "phone,note\r\n+14155550188,asked never to be texted\r\n"
 UNDELIVERED_NUMBER = "+447911123456"  # the simulator's carrier reports this one unreachable
 DEMO_TEMPLATE = "Hi {first_name|there}, tell us how we did: {link} Reply STOP to opt out"
 FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")
+# Every campaign a test sends without a quiet-hours question of its own: then the hour it runs at does not matter.
+NO_QUIET_HOURS = {"opens": "00:00", "closes": "24:00"}
+
+
+def demo_quiet_hours(now: datetime) -> dict[str, str]:
+    """A window open now from California to Germany and shut in Tokyo, whatever the hour the demo runs at.
+
+    It opens an hour before the local hour in Los Angeles and closes an hour after the local hour in
+    Berlin; Tokyo is always 6 to 7 hours past that, so the Japanese recipient is deferred.
+    """
+    opens = (now.astimezone(ZoneInfo("America/Los_Angeles")).hour - 1) % 24
+    closes = (now.astimezone(ZoneInfo("Europe/Berlin")).hour + 2) % 24
+    return {"opens": f"{opens:02d}:00", "closes": f"{closes:02d}:00"}
 
 
 @dataclass
@@ -60,7 +76,9 @@ def wait_for(condition: Callable[[], object], *, timeout: float, what: str, inte
         time.sleep(interval)
 
 
-def create_campaign(stack, campaign_id: str, *, template: str = DEMO_TEMPLATE) -> None:
+def create_campaign(
+    stack, campaign_id: str, *, template: str = DEMO_TEMPLATE, quiet_hours: dict = NO_QUIET_HOURS, rate: float = 2
+) -> None:
     created = stack.command(
         {
             "command": "create_campaign",
@@ -69,6 +87,8 @@ def create_campaign(stack, campaign_id: str, *, template: str = DEMO_TEMPLATE) -
             "survey_url": "https://survey.example.com/s/spring",
             "message_template": template,
             "default_region": "US",
+            "rate_per_second": rate,
+            "quiet_hours": quiet_hours,
         }
     )
     if not created["ok"]:
@@ -137,8 +157,12 @@ def twilio_messages_of(stack, campaign_id: str) -> list:
 
 
 def final_statuses(store, campaign_id: str) -> dict[str, str] | None:
-    statuses = {r.phone: r.status for r in store.t.recipients.query(campaign_id, consistent_read=True)}
-    return statuses if all(s in FINAL_STATUSES for s in statuses.values()) else None
+    """Each recipient's status once every one is final, or parked until its window opens ("deferred")."""
+    statuses = {
+        r.phone: "deferred" if r.status == "imported" and r.deferred_until else r.status
+        for r in store.t.recipients.query(campaign_id, consistent_read=True)
+    }
+    return statuses if all(s in (*FINAL_STATUSES, "deferred") for s in statuses.values()) else None
 
 
 def run_demo_campaign(
@@ -153,8 +177,9 @@ def run_demo_campaign(
     stack.twilio.set_outcome(UNDELIVERED_NUMBER, "undelivered", 30003)
 
     say("1. create a campaign (the commands function)")
-    create_campaign(stack, campaign_id)
-    say(f"   campaign {campaign_id!r} created")
+    window = demo_quiet_hours(datetime.now(timezone.utc))
+    create_campaign(stack, campaign_id, quiet_hours=window)
+    say(f"   campaign {campaign_id!r} created: 2 messages a second, quiet hours outside {window['opens']}-{window['closes']} local time")
 
     say(f"2. drop a blocklist into s3://{stack.bucket}/suppressions/")
     blocklist = finished_import(store, "suppressions/blocklist.csv", upload(stack, "suppressions/blocklist.csv", BLOCKLIST_CSV).get("VersionId"))
@@ -181,7 +206,7 @@ def run_demo_campaign(
     say(f"   campaign is {approved['state']}")
 
     say("6. the sender texts each recipient through the Twilio simulator")
-    result.campaign = watch_progress(stack, campaign_id, say)
+    result.campaign = watch_progress(stack, store, campaign_id, say)
     result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
     result.statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the status callbacks")
     sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
@@ -196,22 +221,22 @@ def run_demo_campaign(
     return result
 
 
-def watch_progress(stack, campaign_id: str, say: Callable[[str], None], *, timeout: float = 90) -> dict:
-    """Poll the status command and draw the CLI's progress bar until the campaign has completed."""
+def watch_progress(stack, store, campaign_id: str, say: Callable[[str], None], *, timeout: float = 90) -> dict:
+    """Poll the status command and draw the CLI's progress bar until everyone is sent or waits for their window."""
     from smsinvite.cli import progress_bar
 
     shown = None
 
-    def completed():
+    def settled():
         nonlocal shown
         status = command(stack, {"command": "status", "campaign_id": campaign_id})
         line = f"{progress_bar(status['progress']['done'], status['progress']['total'])}  {status['state']}"
         if line != shown:
             say(f"   {line}")
             shown = line
-        return status if status["state"] == "completed" else None
+        return status if status["state"] == "completed" or final_statuses(store, campaign_id) else None
 
-    return wait_for(completed, timeout=timeout, what=f"campaign {campaign_id} to complete", interval=0.2)
+    return wait_for(settled, timeout=timeout, what=f"campaign {campaign_id} to be sent", interval=0.2)
 
 
 def preview_lines(preview: dict) -> list[str]:

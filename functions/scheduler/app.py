@@ -1,4 +1,4 @@
-"""Every minute -> reconcile unresolved sends, then act on campaigns that are due (starts, recurrences, watchdog)."""
+"""Every minute -> reconcile unresolved sends, release recipients whose sending window opened, then act on due campaigns."""
 
 from datetime import timedelta
 
@@ -8,7 +8,7 @@ from smsinvite.observability import instrumented, logger
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.reconcile import Reconciler
-from smsinvite.scheduling import DueCampaigns
+from smsinvite.scheduling import DueCampaigns, release_deferred
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
 from smsinvite.twilio_gateway import TwilioGateway
@@ -28,8 +28,9 @@ def lambda_handler(event: dict, context) -> dict:
         CampaignLifecycle(store, Queue(settings.dispatch_queue_url)),
         Preparer(store, settings, ImportRunner.continuing_on_queue(store, settings)),
     )
-    campaigns = due.run(
-        utcnow(), time_left=lambda: context.get_remaining_time_in_millis() / 1000, margin=MARGIN_SECONDS
-    )
-    logger.info("scheduler tick", extra={"reconciled": dict(reconciled), "campaigns": dict(campaigns)})
-    return {"reconciled": dict(reconciled), "campaigns": dict(campaigns)}
+    time_left = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
+    released = release_deferred(store, Queue(settings.send_queue_url), utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
+    campaigns = due.run(utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
+    tick = {"reconciled": dict(reconciled), "released": released, "campaigns": dict(campaigns)}
+    logger.info("scheduler tick", extra=tick)
+    return tick

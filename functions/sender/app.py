@@ -1,27 +1,53 @@
-"""Send queue -> one invitation per record, at most once; one bad record fails only itself."""
+"""Send queue -> invitations at the throttle's pace, each at most once; one bad record fails only itself.
 
+The batch is planned together (one read of its recipients, campaigns and suppressions, one slot
+reservation per campaign), then its records are sent concurrently, each at its slot.
+"""
+
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from smsinvite.observability import instrumented, metrics, MetricUnit
-from smsinvite.sending import InvitationSender, SendRequest
+from smsinvite.observability import MetricUnit, instrumented, metrics
+from smsinvite.sending import InvitationSender, SendPlan, SendRequest
 from smsinvite.settings import Settings
-from smsinvite.store import Store
-from smsinvite.twilio_gateway import TwilioGateway
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# One thread per record of a batch (BatchSize in template.yaml): Twilio's latency overlaps, the throttle paces.
+SENDS_AT_ONCE = 10
+# Room to record the last outcomes before the invocation is cut off.
+SAFETY_MARGIN_SECONDS = 8.0
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
+pool = ThreadPoolExecutor(max_workers=SENDS_AT_ONCE, thread_name_prefix="send")
 
 
-def record_handler(record: SQSRecord) -> str:
-    settings = Settings.from_env()
-    sender = InvitationSender(Store(settings), TwilioGateway.from_settings(settings), settings)
-    outcome = sender.send(SendRequest.model_validate(json.loads(record.body)))
-    metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
-    return outcome.value
+def planned(records: list[dict], sender: InvitationSender) -> dict[str, SendPlan | Exception]:
+    requests, plans = {}, {}
+    for record in records:
+        try:
+            requests[record["messageId"]] = SendRequest.model_validate(json.loads(record["body"]))
+        except ValueError as poison:  # fails its own record, and reaches the DLQ after maxReceiveCount
+            plans[record["messageId"]] = poison
+    for message_id, plan in zip(requests, sender.plan(list(requests.values()))):
+        plans[message_id] = plan
+    return plans
 
 
 @instrumented
 def lambda_handler(event: dict, context) -> dict:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    settings = Settings.from_env()
+    seconds_left = context.get_remaining_time_in_millis() / 1000
+    sender = InvitationSender.from_settings(settings, max_wait=max(0.0, min(5.0, seconds_left - SAFETY_MARGIN_SECONDS)))
+    plans = planned(event.get("Records", []), sender)
+
+    async def record_handler(record: SQSRecord) -> str:
+        plan = plans[record.message_id]
+        if isinstance(plan, Exception):
+            raise plan
+        outcome = await asyncio.get_running_loop().run_in_executor(pool, sender.carry_out, plan)
+        metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
+        return outcome.value
+
+    return async_process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

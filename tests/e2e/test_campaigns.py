@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from local.demo import command, prepare, prepare_and_approve, wait_for
+from local.demo import NO_QUIET_HOURS, command, prepare, prepare_and_approve, wait_for
 
 TEMPLATE = "Hi {first_name|there}, tell us how we did: {link}"
 
@@ -23,6 +23,7 @@ def create(stack, campaign_id, **fields):
             "survey_url": "https://survey.example.com/s/e2e",
             "message_template": TEMPLATE,
             "rate_per_second": 5,
+            "quiet_hours": NO_QUIET_HOURS,
             **fields,
         },
     )

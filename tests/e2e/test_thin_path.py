@@ -44,14 +44,19 @@ def test_a_dropped_csv_is_imported_texted_and_each_message_reaches_its_final_sta
 
     # Then every row ended in one outcome, only valid mobiles were texted, once each
     assert result.import_summary == {
-        "state": "completed", "rows": 8, "imported": 4, "suppressed": 1, "duplicate": 1, "landline": 1,
+        "state": "completed", "rows": 9, "imported": 5, "suppressed": 1, "duplicate": 1, "landline": 1,
         "invalid:not_a_number": 1,
     }
     assert result.rejected_report.endswith("-rejected.csv")
     assert result.twilio_creates == 4
-    assert sorted(result.statuses.values()) == ["delivered", "delivered", "delivered", "skipped_opted_out", "undelivered"]
+    assert sorted(result.statuses.values()) == [
+        "deferred", "delivered", "delivered", "delivered", "skipped_opted_out", "undelivered"
+    ]
+    # And the night-time number waits, parked, for its window to open
+    assert result.report["deferred_by_quiet_hours"]["recipients"] == 1
+    assert stack.twilio.created(to="+819012345678") == []
     # And the signed callbacks moved the counters once per real transition
-    assert counters(stack, campaign_id) == {"delivered": 3, "undelivered": 1, "skipped_opted_out": 1}
+    assert counters(stack, campaign_id) == {"imported": 1, "delivered": 3, "undelivered": 1, "skipped_opted_out": 1}
     # And the functions logged, but no phone number whole (message or extra fields)
     logged = "\n".join(" ".join(str(value) for value in vars(record).values()) for record in caplog.records)
     assert "invitation accepted by Twilio" in logged
@@ -75,7 +80,7 @@ def test_the_same_upload_reported_twice_imports_once(stack, store, campaign_id, 
 
     # Then it is recognised as the same import and nothing is counted twice
     assert again["imports"][0] == {"import_id": again["imports"][0]["import_id"], "state": "completed", "new": False}
-    assert counters(stack, campaign_id)["imported"] == 4
+    assert counters(stack, campaign_id)["imported"] == 5
 
 
 def test_a_forged_status_callback_gets_403_and_changes_nothing(stack, store, campaign_id):

@@ -276,3 +276,18 @@ def test_estimate_for_a_million_messages_across_fifty_zone_groups_sends_at_the_f
 )
 def test_durations_read_in_their_two_largest_units(seconds, text):
     assert human_duration(seconds) == text
+
+
+def test_an_open_window_says_when_it_first_closes_in_any_of_the_numbers_zones():
+    # 20:55 in Honolulu is open until 21:00 there
+    at = datetime(2026, 12, 2, 6, 55, tzinfo=UTC)
+    assert DEFAULT.closes_at(at, ("Pacific/Honolulu",)) == datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
+    # a shut window has no closing time
+    assert DEFAULT.closes_at(datetime(2026, 12, 2, 6, 59, tzinfo=UTC), ("Europe/Berlin",)) is None
+
+
+def test_a_window_from_0000_to_2400_never_shuts():
+    all_day = SendingWindow.parse("00:00", "24:00")
+    assert all_day.all_day and all_day.as_dict() == {"opens": "00:00", "closes": "24:00"}
+    assert all_day.is_open(datetime(2026, 12, 2, 23, 59, 59, tzinfo=UTC), ("Europe/Berlin",))
+    assert not SendingWindow().all_day

@@ -345,16 +345,23 @@ class CodeIssuer:
                             purge_at=purge_at,
                         )
                         transaction.save(record, condition=codes.code.does_not_exist())
+                    code_actions = [recipients.code.set(code)]
+                    if expires_at is not None:
+                        code_actions.append(recipients.code_expires_at.set(expires_at))
                     transaction.update(
                         recipients(campaign_id, recipient_id),
-                        actions=[recipients.code.set(code)],
+                        actions=code_actions,
                         condition=recipients.recipient_id.exists() & recipients.code.does_not_exist(),
                     )
         except TransactWriteError as exc:
             reasons = [r.code if r is not None else None for r in exc.cancellation_reasons]
             if not reasons:
                 raise
-            return [_outcome(reasons[2 * i], reasons[2 * i + 1]) for i in range(len(pairs))]
+            n = len(pairs)
+            if from_pool:  # two updates a pair, in the order written
+                return [_outcome(reasons[2 * i], reasons[2 * i + 1]) for i in range(n)]
+            # PynamoDB sends every put before every update: the code items, then the recipients.
+            return [_outcome(reasons[i], reasons[n + i]) for i in range(n)]
         return [_Outcome.WRITTEN] * len(pairs)
 
     def _distinct_codes(self, n: int) -> list[str]:

@@ -63,7 +63,7 @@ class QuietHours(_Strict):
     """The sending window in the recipient's local time; outside it messages wait."""
 
     opens: str = Field(default="08:00", pattern=_HH_MM)
-    closes: str = Field(default="21:00", pattern=_HH_MM)
+    closes: str = Field(default="21:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")  # 00:00-24:00: no quiet hours
 
     @model_validator(mode="after")
     def _a_window(self) -> "QuietHours":

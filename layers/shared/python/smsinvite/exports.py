@@ -60,11 +60,14 @@ class CampaignReport:
         """The status, what became of every recipient by reason, and the preview it was sent from."""
         campaign = self.campaign
         reasons: Counter = Counter()
+        deferred: list[str] = []
         for recipient in store.t.recipients.query(
-            campaign.campaign_id, attributes_to_get=["status", "failure_reason", "error_code"]
+            campaign.campaign_id, attributes_to_get=["status", "failure_reason", "error_code", "deferred_until"]
         ):
             if recipient.failure_reason and recipient.status in _REASONED:
                 reasons[f"{recipient.status}: {recipient.failure_reason}"] += 1
+            elif recipient.status == Status.IMPORTED.value and recipient.deferred_until:
+                deferred.append(recipient.deferred_until)
         status = self.status()
         counts = {name: n for name, n in status.pop("counts").items() if n}
         handed_over = sum(counts.get(s, 0) for s in ("queued", "sending", "sent", "delivered", "undelivered"))
@@ -84,6 +87,7 @@ class CampaignReport:
                 "delivery_rate": f"{100 * delivered / handed_over:.1f}%" if handed_over else "-",
             },
             "reasons": dict(sorted(reasons.items())),
+            "deferred_by_quiet_hours": {"recipients": len(deferred), "next_release": min(deferred, default="-")},
             "progress": status["progress"],
             "rows_excluded_at_import": {k: v for k, v in status["rows_excluded"].items() if v},
         }

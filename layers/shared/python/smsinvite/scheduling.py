@@ -14,10 +14,26 @@ from smsinvite.errors import SmsInviteError
 from smsinvite.lifecycle import CampaignLifecycle
 from smsinvite.observability import logger
 from smsinvite.preparation import Preparer
+from smsinvite.queues import Queue
 from smsinvite.store import Store
 from smsinvite.tables import CampaignRecord
 
 S = CampaignState
+
+
+def release_deferred(store: Store, send_queue: Queue, now: datetime, *, time_left: Callable[[], float], margin: float) -> int:
+    """Queue again the recipients parked outside their sending window whose window has opened.
+
+    Queued first, then unparked: a crash in between queues one twice (the claim admits one send),
+    never none.
+    """
+    released = 0
+    for parked in store.deferred_due(now):
+        if time_left() < margin:
+            break
+        send_queue.send({"campaign_id": parked.campaign_id, "recipient_id": parked.recipient_id})
+        released += int(store.release(parked))
+    return released
 
 
 class DueCampaigns:

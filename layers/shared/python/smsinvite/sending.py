@@ -1,33 +1,64 @@
-"""Sending one invitation, at most once.
+"""Sending invitations: at most once, at the throttle's pace, inside each recipient's sending window.
 
-1. Claim the recipient with a conditional write before Twilio is called.
-2. Call Twilio, with the attempt id in the StatusCallback URL.
-3. Record what happened: accepted, refused for good, not taken (retry), or unknown (reconcile).
+A batch from the send queue is planned, then each record is carried out, concurrently:
+
+1. Plan. The batch's recipients, campaigns and suppressions are read together, and each record is
+   decided: already handled, held (the campaign is paused), cancelled, left out by prepare, opted
+   out, code expired, a merge field missing, outside its sending window (deferred until it opens),
+   or ready. The ready ones reserve send slots on their sender's lane (the ceiling) and their
+   campaign's lane (its rate); a record whose slot is further off than the invocation may wait goes
+   back to the queue with a delay. Nothing waits by spinning.
+2. Send, at the slot. Claim the recipient in one transaction that also requires the campaign to be
+   sending and the number not to be suppressed at that moment; call Twilio with the attempt id in
+   the StatusCallback URL and a ValidityPeriod that ends when the window closes; record what
+   happened: accepted, refused for good, not taken (queued again with backoff), or unknown
+   (reconciled later, never resent blindly).
 """
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import Enum
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsinvite.batches import DynamoBatches
 from smsinvite.campaigns import CampaignState
 from smsinvite.dispatch import left_out_status
+from smsinvite.errors import NotFound
 from smsinvite.invitations import invitation_text
+from smsinvite.lanes import ThrottleLanes
 from smsinvite.lifecycle import complete_if_done
 from smsinvite.messages import MissingField, body_digest
 from smsinvite.observability import logger, mask_phone
+from smsinvite.phones import zones_for
+from smsinvite.preparation import sending_window
+from smsinvite.queues import Queue
+from smsinvite.sending_window import NoSendingTime
 from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
 from smsinvite.store import Store, unresolved_shard, utcnow
+from smsinvite.tables import CampaignRecord, RecipientRecord
+from smsinvite.throttle import Busy, lanes_for
 from smsinvite.twilio_gateway import ErrorKind, TwilioGateway, TwilioSendError
 
 STATUS_CALLBACK_PATH = "/twilio/status"
 # Twilio error codes that mean the number itself must not be texted again.
 OPTED_OUT_CODES = frozenset({21610})
+# The longest a record waits for its slot inside an invocation; longer waits go back to the queue.
+MAX_INLINE_WAIT = 5.0
+# SQS delays a message by at most 15 minutes; a longer deferral parks the recipient instead.
+MAX_QUEUE_DELAY = 900
+# Twilio's ValidityPeriod is 1 to 36000 s. A window closing sooner than MIN_VALIDITY waits for the next.
+MAX_VALIDITY = 36_000
+MIN_VALIDITY = 120
 
 
 class SendRequest(BaseModel):
@@ -36,6 +67,10 @@ class SendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     campaign_id: str = Field(min_length=1, max_length=64)
     recipient_id: str = Field(min_length=1, max_length=64)
+    retry: int = Field(default=0, ge=0, le=50)  # how often Twilio answered 429 for this invitation
+
+    def body(self, **changes) -> dict:
+        return self.model_copy(update=changes).model_dump(exclude_defaults=True)
 
 
 class SendOutcome(str, Enum):
@@ -47,10 +82,8 @@ class SendOutcome(str, Enum):
     HELD = "held"  # the campaign is paused (or between runs): dropped unsent, queued again on resume
     CANCELLED = "cancelled"
     EXCLUDED = "excluded"
-
-
-class RetryLater(Exception):
-    """Twilio certainly did not take the message; the queue should deliver it again later."""
+    DEFERRED = "deferred"  # outside the recipient's sending window: it waits until the window opens
+    REQUEUED = "requeued"  # its send slot, or Twilio's backoff, is further off than this invocation waits
 
 
 @dataclass(frozen=True)
@@ -64,79 +97,202 @@ class StatusCallback:
         return f"{base_url}{STATUS_CALLBACK_PATH}?{query}"
 
 
-# Below this many unsent recipients (as read before a send), the sender tries to complete the run;
-# above it the write would be wasted on the campaign's hot item. The scheduler's watchdog catches the rest.
-# Dispatch being done is not required here: the dispatcher tries too, after its last page, and the
-# conditional write needs both, so whichever of them moves last completes the run.
-_COMPLETION_CHECK_BELOW = 25
+@dataclass
+class SendPlan:
+    """What to do with one send-queue record, decided with the rest of its batch."""
 
-
-def _nearly_done(campaign) -> bool:
-    unsent = sum(int(getattr(campaign, f"count_{s}") or 0) for s in ("imported", "claimed", "unknown"))
-    return unsent <= _COMPLETION_CHECK_BELOW
+    request: SendRequest
+    outcome: SendOutcome | None = None  # decided without Twilio; None while it is to be sent
+    recipient: RecipientRecord | None = None
+    campaign: CampaignRecord | None = None
+    reason: str | None = None  # the failure_reason of a decided outcome
+    body: str = ""
+    at: float = 0.0  # the send slot (epoch seconds, on the sender's clock)
+    validity: int | None = None
+    delay: float = 0.0  # REQUEUED: seconds until it is due
+    until: datetime | None = None  # DEFERRED: when its window opens
+    error: Exception | None = field(default=None, repr=False)  # a poison record: raised when carried out
 
 
 class InvitationSender:
-    def __init__(self, store: Store, gateway: TwilioGateway, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        gateway: TwilioGateway,
+        settings: Settings,
+        *,
+        send_queue: Queue,
+        lanes: ThrottleLanes,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        max_wait: float = MAX_INLINE_WAIT,
+        batches: DynamoBatches | None = None,
+    ) -> None:
         self.store = store
         self.gateway = gateway
         self.settings = settings
+        self.send_queue = send_queue
+        self.lanes = lanes
+        self.clock = clock
+        self.sleep = sleep
+        self.max_wait = max_wait
+        self.batches = batches or DynamoBatches()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, max_wait: float = MAX_INLINE_WAIT) -> "InvitationSender":
+        return cls(
+            Store(settings),
+            TwilioGateway.from_settings(settings),
+            settings,
+            send_queue=Queue(settings.send_queue_url),
+            lanes=ThrottleLanes(settings.throttle_table),
+            max_wait=max_wait,
+        )
 
     def send(self, request: SendRequest) -> SendOutcome:
-        store = self.store
-        recipient = store.recipient(request.campaign_id, request.recipient_id)
-        if Status(recipient.status) is not Status.IMPORTED:
-            return SendOutcome.ALREADY_HANDLED
-        campaign = store.campaign(request.campaign_id)
-        outcome = self._send(recipient, campaign)
-        if outcome is not SendOutcome.HELD and _nearly_done(campaign):
-            complete_if_done(store, store.campaign(campaign.campaign_id))
-        return outcome
+        """One record on its own: planned, then carried out."""
+        return self.carry_out(self.plan([request])[0])
 
-    def _send(self, recipient, campaign) -> SendOutcome:
-        store = self.store
+    # ------------------------------------------------------------------ 1. plan the batch
+    def plan(self, requests: Sequence[SendRequest]) -> list[SendPlan]:
+        store, now = self.store, self.clock()
+        keys = list(dict.fromkeys((r.campaign_id, r.recipient_id) for r in requests))
+        found = {(r.campaign_id, r.recipient_id): r for r in self.batches.get(store.t.recipients, keys)}
+        campaigns: dict[str, CampaignRecord | None] = {}
+        for campaign_id in dict.fromkeys(r.campaign_id for r in requests):
+            try:
+                campaigns[campaign_id] = store.campaign(campaign_id)
+            except NotFound:
+                campaigns[campaign_id] = None
+        phones = {(r.phone,) for r in found.values() if r.status == Status.IMPORTED.value}
+        suppressed = {s.phone for s in self.batches.get(store.t.suppressions, list(phones))}
+        plans = [
+            self._decide(request, found.get((request.campaign_id, request.recipient_id)),
+                         campaigns[request.campaign_id], suppressed, now)
+            for request in requests
+        ]
+        self._reserve([p for p in plans if p.outcome is None and p.error is None], now)
+        return plans
+
+    def _decide(self, request, recipient, campaign, suppressed: set[str], now: datetime) -> SendPlan:
+        plan = SendPlan(request, recipient=recipient, campaign=campaign)
+        if recipient is None or campaign is None:
+            plan.error = NotFound("the recipient or its campaign does not exist")
+            return plan
+        if recipient.status != Status.IMPORTED.value:
+            return _decided(plan, SendOutcome.ALREADY_HANDLED)
         state = CampaignState(campaign.state)
         if state is CampaignState.CANCELLED:
-            store.transition(recipient, Status.CANCELLED, failure_reason="campaign_cancelled")
-            return SendOutcome.CANCELLED
+            return _decided(plan, SendOutcome.CANCELLED, "campaign_cancelled")
         if state is not CampaignState.SENDING:
-            return SendOutcome.HELD
+            return _decided(plan, SendOutcome.HELD)
         if recipient.exclusion or not recipient.code:
-            reason = recipient.exclusion or "not_prepared"
-            store.transition(recipient, left_out_status(reason), failure_reason=reason)
-            return SendOutcome.EXCLUDED
-        # Checked again at send time: an opt-out since prepare must take effect before this send.
-        if store.is_suppressed(recipient.phone):
-            store.transition(recipient, Status.SKIPPED_OPTED_OUT, failure_reason="suppressed")
-            return SendOutcome.SKIPPED_OPTED_OUT
+            return _decided(plan, SendOutcome.EXCLUDED, recipient.exclusion or "not_prepared")
+        if recipient.phone in suppressed:
+            return _decided(plan, SendOutcome.SKIPPED_OPTED_OUT, "suppressed")
+        if recipient.code_expires_at is not None and recipient.code_expires_at <= now:
+            return _decided(plan, SendOutcome.FAILED, "code_expired")
         try:
-            body = invitation_text(campaign.message_template, recipient.fields.as_dict(), recipient.code, self.settings)
+            plan.body = invitation_text(campaign.message_template, recipient.fields.as_dict(), recipient.code, self.settings)
         except MissingField as missing:
-            store.transition(recipient, Status.FAILED, failure_reason=f"missing_field:{missing.name}")
-            return SendOutcome.FAILED
+            return _decided(plan, SendOutcome.FAILED, f"missing_field:{missing.name}")
+        window, zones = sending_window(campaign), zones_for(recipient.phone)
+        if window.all_day:
+            plan.validity = MAX_VALIDITY
+            return plan
+        try:
+            closes = window.closes_at(now, zones)
+            if closes is None or closes - now < timedelta(seconds=MIN_VALIDITY):
+                plan.until = window.next_open(now if closes is None else closes, zones)
+                return _decided(plan, SendOutcome.DEFERRED)
+        except NoSendingTime:
+            return _decided(plan, SendOutcome.FAILED, "no_common_sending_window")
+        plan.validity = int(min(MAX_VALIDITY, (closes - now).total_seconds()))
+        return plan
 
+    def _reserve(self, sending: list[SendPlan], now: datetime) -> None:
+        """Send slots for the ready records, campaign by campaign; the rest go back to the queue."""
+        ceiling = float(self.settings.sender_ceiling_per_second)
+        by_campaign: dict[str, list[SendPlan]] = defaultdict(list)
+        for plan in sending:
+            by_campaign[plan.campaign.campaign_id].append(plan)
+        for campaign_id, group in by_campaign.items():
+            campaign = group[0].campaign
+            lanes = lanes_for(campaign_id, float(campaign.rate_per_second), self._sender(campaign), ceiling)
+            reserved = self.lanes.reserve(lanes, count=len(group), max_wait=self.max_wait)
+            epoch = now.timestamp()
+            for index, plan in enumerate(group):
+                if isinstance(reserved, Busy):
+                    plan.outcome, plan.delay = SendOutcome.REQUEUED, reserved.until - epoch
+                elif index >= reserved.slots.count:
+                    plan.outcome, plan.delay = SendOutcome.REQUEUED, reserved.slots.at(index) - epoch
+                else:
+                    plan.at = reserved.slots.at(index)
+                    plan.validity = max(1, plan.validity - int(max(0.0, plan.at - epoch)))
+
+    # ------------------------------------------------------------------ 2. carry it out
+    def carry_out(self, plan: SendPlan) -> SendOutcome:
+        if plan.error is not None:
+            raise plan.error
+        outcome = self._decided(plan) if plan.outcome is not None else self._send_at_slot(plan)
+        if outcome not in (SendOutcome.HELD, SendOutcome.REQUEUED, SendOutcome.DEFERRED) and _nearly_done(plan.campaign):
+            complete_if_done(self.store, self.store.campaign(plan.campaign.campaign_id))
+        return outcome
+
+    def _decided(self, plan: SendPlan) -> SendOutcome:
+        store, recipient, outcome = self.store, plan.recipient, plan.outcome
+        if outcome is SendOutcome.CANCELLED:
+            store.transition(recipient, Status.CANCELLED, failure_reason=plan.reason)
+        elif outcome is SendOutcome.EXCLUDED:
+            store.transition(recipient, left_out_status(plan.reason), failure_reason=plan.reason)
+        elif outcome is SendOutcome.SKIPPED_OPTED_OUT:
+            store.transition(recipient, Status.SKIPPED_OPTED_OUT, failure_reason=plan.reason)
+        elif outcome is SendOutcome.FAILED:
+            store.transition(recipient, Status.FAILED, failure_reason=plan.reason)
+        elif outcome is SendOutcome.REQUEUED:
+            self.send_queue.send(plan.request.body(), delay_seconds=_queue_delay(plan.delay))
+        elif outcome is SendOutcome.DEFERRED:
+            self._defer(plan)
+        return outcome
+
+    def _defer(self, plan: SendPlan) -> None:
+        wait = (plan.until - self.clock()).total_seconds()
+        if wait <= MAX_QUEUE_DELAY:
+            self.send_queue.send(plan.request.body(), delay_seconds=_queue_delay(wait))
+        else:
+            self.store.defer(plan.recipient, plan.until)
+        logger.info(
+            "outside the recipient's sending window; deferred",
+            extra={"to": mask_phone(plan.recipient.phone), "until": plan.until.isoformat()},
+        )
+
+    def _send_at_slot(self, plan: SendPlan) -> SendOutcome:
+        wait = plan.at - self.clock().timestamp()
+        if wait > 0:
+            self.sleep(wait)
+        store, recipient, campaign = self.store, plan.recipient, plan.campaign
         attempt_id = uuid.uuid4().hex
-        claimed = store.transition(
+        claimed, stopped_by = store.claim(
             recipient,
-            Status.CLAIMED,
             attempt_id=attempt_id,
             claimed_at=utcnow().isoformat(),
             unresolved_shard=unresolved_shard(recipient.recipient_id),
-            body_digest=body_digest(body),
+            body_digest=body_digest(plan.body),
         )
         if claimed is None:
-            return SendOutcome.ALREADY_HANDLED
+            return self._not_claimed(plan, stopped_by)
 
         callback = StatusCallback(claimed.campaign_id, claimed.recipient_id, attempt_id)
         try:
             accepted = self.gateway.send(
                 to=claimed.phone,
-                body=body,
-                sender=campaign.sender or self.settings.default_sender,
+                body=plan.body,
+                sender=self._sender(campaign),
                 status_callback=callback.url(self.settings.require_webhook_base_url()),
+                validity_period=plan.validity,
             )
         except TwilioSendError as error:
-            return self._record_error(claimed, attempt_id, error)
+            return self._record_error(plan, claimed, attempt_id, error)
 
         moved = store.transition(
             claimed, from_twilio(accepted.status), owned_by=attempt_id, message_sid=accepted.sid, unresolved_shard=None
@@ -146,7 +302,19 @@ class InvitationSender:
         logger.info("invitation accepted by Twilio", extra={"to": mask_phone(claimed.phone), "sid": accepted.sid})
         return SendOutcome.SENT
 
-    def _record_error(self, claimed, attempt_id: str, error: TwilioSendError) -> SendOutcome:
+    def _not_claimed(self, plan: SendPlan, stopped_by: str | None) -> SendOutcome:
+        """The claim's own conditions said no: someone else has it, the campaign stopped, or an opt-out came in."""
+        if stopped_by == "suppressed":
+            self.store.transition(plan.recipient, Status.SKIPPED_OPTED_OUT, failure_reason="suppressed")
+            return SendOutcome.SKIPPED_OPTED_OUT
+        if stopped_by == "campaign":
+            if self.store.campaign(plan.campaign.campaign_id).state == CampaignState.CANCELLED.value:
+                self.store.transition(plan.recipient, Status.CANCELLED, failure_reason="campaign_cancelled")
+                return SendOutcome.CANCELLED
+            return SendOutcome.HELD
+        return SendOutcome.ALREADY_HANDLED
+
+    def _record_error(self, plan: SendPlan, claimed, attempt_id: str, error: TwilioSendError) -> SendOutcome:
         store = self.store
         log = {"to": mask_phone(claimed.phone), "kind": error.kind.value, "reason": error.reason}
         if error.kind is ErrorKind.RETRYABLE:
@@ -159,8 +327,12 @@ class InvitationSender:
                 claimed_at=None,
                 unresolved_shard=None,
             )
-            logger.info("Twilio did not take the message; it will be retried", extra=log)
-            raise RetryLater(error.reason)
+            # Certainly not sent: back to the queue with exponential backoff and jitter, not to the DLQ.
+            retry = plan.request.retry + 1
+            delay = min(MAX_QUEUE_DELAY, 2**retry) * random.uniform(0.5, 1.0)
+            self.send_queue.send(plan.request.body(retry=retry), delay_seconds=_queue_delay(delay))
+            logger.info("Twilio did not take the message; it is queued again", extra={**log, "retry": retry})
+            return SendOutcome.REQUEUED
         if error.kind is ErrorKind.DEFINITE:
             store.transition(
                 claimed,
@@ -177,3 +349,29 @@ class InvitationSender:
         store.transition(claimed, Status.UNKNOWN, owned_by=attempt_id, failure_reason=error.reason)
         logger.warning("Twilio's answer was lost; the recipient will be reconciled", extra=log)
         return SendOutcome.UNKNOWN
+
+    def _sender(self, campaign: CampaignRecord) -> str:
+        return campaign.sender or self.settings.default_sender
+
+
+def _decided(plan: SendPlan, outcome: SendOutcome, reason: str | None = None) -> SendPlan:
+    plan.outcome, plan.reason = outcome, reason
+    return plan
+
+
+def _queue_delay(seconds: float) -> int:
+    return max(0, min(MAX_QUEUE_DELAY, int(seconds + 0.999)))
+
+
+# Below this many unsent recipients (as read before a send), the sender tries to complete the run;
+# above it the write would be wasted on the campaign's hot item. The scheduler's watchdog catches the rest.
+# Dispatch being done is not required here: the dispatcher tries too, after its last page, and the
+# conditional write needs both, so whichever of them moves last completes the run.
+_COMPLETION_CHECK_BELOW = 25
+
+
+def _nearly_done(campaign: CampaignRecord | None) -> bool:
+    if campaign is None:
+        return False
+    unsent = sum(int(getattr(campaign, f"count_{s}") or 0) for s in ("imported", "claimed", "unknown"))
+    return unsent <= _COMPLETION_CHECK_BELOW

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from smsinvite.errors import InvalidInput, SmsInviteError
 
+END_OF_DAY = "24:00"
 DEFAULT_OPENS = time(8, 0)
 DEFAULT_CLOSES = time(21, 0)
 # How far ahead to look for an open instant before declaring there is none.
@@ -62,7 +63,8 @@ class SendingWindow:
         problems = []
         times = {}
         for name, text in (("opens", opens), ("closes", closes)):
-            parsed = _time_of_day(text)
+            # "24:00" closes at the end of the day: with "00:00" it is a window that never shuts.
+            parsed = time.max if name == "closes" and text == END_OF_DAY else _time_of_day(text)
             if parsed is None:
                 problems.append(f"{name}: {text!r} is not a time of day as HH:MM")
             times[name] = parsed
@@ -71,7 +73,13 @@ class SendingWindow:
         return cls(**times)
 
     def as_dict(self) -> dict[str, str]:
-        return {"opens": f"{self.opens:%H:%M}", "closes": f"{self.closes:%H:%M}"}
+        closes = END_OF_DAY if self.closes == time.max else f"{self.closes:%H:%M}"
+        return {"opens": f"{self.opens:%H:%M}", "closes": closes}
+
+    @property
+    def all_day(self) -> bool:
+        """No quiet hours at all (00:00-24:00)."""
+        return self.opens == time(0, 0) and self.closes == time.max
 
     def is_open(self, at: datetime, zones: Sequence[str], *, fallback_zone: str = "UTC") -> bool:
         """Whether `at` is inside the window in every zone; no zones means unknown, so fallback_zone decides."""
@@ -80,6 +88,14 @@ class SendingWindow:
     def next_open(self, at: datetime, zones: Sequence[str], *, fallback_zone: str = "UTC") -> datetime:
         """`at` (in UTC) if the window is open in every zone, else the earliest later instant when it is."""
         return self._opening_from(_utc(at), _zone_infos(zones, fallback_zone))
+
+    def closes_at(self, at: datetime, zones: Sequence[str], *, fallback_zone: str = "UTC") -> datetime | None:
+        """When the window, open at `at` in every zone, first shuts in one of them; None if it is shut now."""
+        infos = _zone_infos(zones, fallback_zone)
+        at = _utc(at)
+        if not self._open_everywhere(at, infos):
+            return None
+        return self._first_instant(at, infos, opened=False)
 
     def _contains(self, local: time) -> bool:
         if self.opens < self.closes:

@@ -23,6 +23,7 @@ _TABLES = {
     "inbox_table": "INBOX_TABLE",
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "panels_table": "PANELS_TABLE",
+    "throttle_table": "THROTTLE_TABLE",
 }
 
 
@@ -65,6 +66,7 @@ class Settings:
     inbox_table: str
     idempotency_table: str
     panels_table: str
+    throttle_table: str
     imports_bucket: str
     send_queue_url: str
     dispatch_queue_url: str

@@ -39,6 +39,15 @@ def recipient_id_for(campaign_id: str, e164: str) -> str:
     return hashlib.blake2b(e164.encode(), key=campaign_id.encode()[:64], digest_size=12).hexdigest()
 
 
+def _after(recipient: RecipientRecord, new: Status, changes: dict) -> RecipientRecord:
+    """The recipient as the transition wrote it, without reading it back."""
+    written = type(recipient).from_raw_data(recipient.serialize())
+    written.status, written.status_rank = new.value, new.rank
+    for name, value in changes.items():
+        setattr(written, name, value)
+    return written
+
+
 def _is_condition_failure(exc: Exception) -> bool:
     if isinstance(exc, TransactWriteError):
         return any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons)
@@ -198,11 +207,33 @@ class Store:
             if not allowed or (owned_by is not None and current.attempt_id != owned_by):
                 return None
             if self._write_transition(current, old, new, owned_by, changes):
-                return self.recipient(current.campaign_id, current.recipient_id)
+                return _after(current, new, changes)
             current = self.recipient(current.campaign_id, current.recipient_id)
         raise Conflict("recipient status kept changing; giving up this attempt")
 
-    def _write_transition(self, current, old: Status, new: Status, owned_by, changes: dict) -> bool:
+    def claim(self, recipient: RecipientRecord, **changes) -> tuple[RecipientRecord | None, str | None]:
+        """imported -> claimed, in one transaction that also requires, at this very moment, that the
+        campaign is still sending and the number is not suppressed (an opt-out takes effect before the
+        send, however recent). Returns the claimed recipient, or None and what stood in the way:
+        "taken" (someone else claimed it), "campaign" (no longer sending) or "suppressed"."""
+        try:
+            self._write_transition(
+                recipient, Status.IMPORTED, Status.CLAIMED, None, changes, campaign_sending=True,
+                unless_suppressed=recipient.phone,
+            )
+        except TransactWriteError as exc:
+            # PynamoDB sends condition checks before updates: the suppression, the recipient, the campaign.
+            reasons = [r.code if r is not None else None for r in exc.cancellation_reasons]
+            failed = [i for i, code in enumerate(reasons) if code == "ConditionalCheckFailed"]
+            if not failed:
+                raise
+            return None, ("suppressed", "taken", "campaign")[failed[0]]
+        return _after(recipient, Status.CLAIMED, changes), None
+
+    def _write_transition(
+        self, current, old: Status, new: Status, owned_by, changes: dict, *,
+        campaign_sending: bool = False, unless_suppressed: str | None = None,
+    ) -> bool:
         recipients, campaigns = self.t.recipients, self.t.campaigns
         actions = [
             recipients.status.set(new.value),
@@ -215,6 +246,7 @@ class Store:
         condition = recipients.status == old.value
         if owned_by is not None:
             condition &= recipients.attempt_id == owned_by
+        strict = campaign_sending or unless_suppressed is not None
         try:
             with TransactWrite(connection=self._connection()) as transaction:
                 transaction.update(
@@ -223,9 +255,14 @@ class Store:
                 transaction.update(
                     campaigns(current.campaign_id),
                     actions=[counter(campaigns, old).add(-1), counter(campaigns, new).add(1)],
+                    condition=(campaigns.state == "sending") if campaign_sending else None,
                 )
+                if unless_suppressed is not None:
+                    transaction.condition_check(
+                        self.t.suppressions, unless_suppressed, condition=self.t.suppressions.phone.does_not_exist()
+                    )
         except TransactWriteError as exc:
-            if _is_condition_failure(exc):
+            if _is_condition_failure(exc) and not strict:
                 return False
             raise
         return True
@@ -240,6 +277,40 @@ class Store:
         except UpdateError as exc:
             if not _is_condition_failure(exc):
                 raise
+
+    def defer(self, recipient: RecipientRecord, until: datetime) -> None:
+        """Park a recipient outside its sending window; the scheduler queues it again at `until`."""
+        recipients = self.t.recipients
+        try:
+            recipients(recipient.campaign_id, recipient.recipient_id).update(
+                actions=[
+                    recipients.deferred_shard.set(unresolved_shard(recipient.recipient_id)),
+                    recipients.deferred_until.set(until.isoformat()),
+                ],
+                condition=recipients.status == Status.IMPORTED.value,
+            )
+        except UpdateError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
+    def deferred_due(self, now: datetime) -> Iterator[RecipientRecord]:
+        """Parked recipients whose sending window has opened (keys only)."""
+        for shard in range(UNRESOLVED_SHARDS):
+            yield from self.t.recipients.by_deferred.query(str(shard), self.t.recipients.deferred_until <= now.isoformat())
+
+    def release(self, recipient: RecipientRecord) -> bool:
+        """Unpark a recipient; False when someone else released it first."""
+        recipients = self.t.recipients
+        try:
+            recipients(recipient.campaign_id, recipient.recipient_id).update(
+                actions=[recipients.deferred_shard.remove(), recipients.deferred_until.remove()],
+                condition=recipients.deferred_until == recipient.deferred_until,
+            )
+        except UpdateError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
 
     def set_exclusion(self, recipient: RecipientRecord, exclusion: str | None) -> None:
         """Why prepare leaves this recipient out (None: it is invited); only while it is not yet sent."""

@@ -69,6 +69,15 @@ class _ByCampaign(GlobalSecondaryIndex):
     import_id = UnicodeAttribute(range_key=True)
 
 
+class _ByDeferred(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-deferred"
+        projection = KeysOnlyProjection()
+
+    deferred_shard = UnicodeAttribute(hash_key=True)
+    deferred_until = UnicodeAttribute(range_key=True)
+
+
 class CampaignRecord(Model):
     campaign_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
@@ -154,10 +163,15 @@ class RecipientRecord(Model):
     updated_at = UTCDateTimeAttribute(null=True)
     # The invitation code, written in one transaction with the code's own item (smsinvite.codes).
     code = UnicodeAttribute(null=True)
+    code_expires_at = UTCDateTimeAttribute(null=True)  # a copy of the code's expiry, checked at send time
     # Set by prepare when the recipient is left out (missing_field:<name>, not_matching_rules, suppressed).
     exclusion = UnicodeAttribute(null=True)
+    # Parked outside the recipient's sending window: the scheduler queues it again at deferred_until.
+    deferred_shard = UnicodeAttribute(null=True)
+    deferred_until = UnicodeAttribute(null=True)
 
     by_phone = _ByPhone()
+    by_deferred = _ByDeferred()
     by_unresolved = _ByUnresolved()
 
 
