@@ -156,6 +156,15 @@ def count_segments(body: str) -> tuple[str, int]:
 # --- records ------------------------------------------------------------------------------------
 
 
+def _validity_period(raw: str) -> int | None:
+    """Twilio takes a whole number of seconds from 1 to 36,000 (10 hours); anything else is 21624."""
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 36_000:
+        raise TwilioApiError(400, 21624, "Invalid validity period value")
+    return int(raw)
+
+
 @dataclass
 class SimMessage:
     """One message resource, outbound or inbound, as the simulator holds it."""
@@ -178,6 +187,7 @@ class SimMessage:
     error_message: str | None = None
     price: str | None = None
     seq: int = 0
+    validity_period: int | None = None  # seconds Twilio may keep it queued (ValidityPeriod)
 
     @property
     def uri(self) -> str:
@@ -816,6 +826,7 @@ class MessagesApi:
 
         try:
             self._validate_create(to, from_, service_sid, body, media)
+            validity = _validity_period(_first(form, "ValidityPeriod"))
             if not sim._limiter.try_acquire(sender, attempted_at):
                 raise TwilioApiError(429, 20429, "Too Many Requests")
         except TwilioApiError as exc:
@@ -839,6 +850,7 @@ class MessagesApi:
             status_callback=_first(form, "StatusCallback") or None,
             date_created=now,
             date_updated=now,
+            validity_period=validity,
         ))
         sim._lifecycle.begin(message)
         status = {"5xx_after_create": 500, "drop": None, "timeout": None}.get(fault, 201)

@@ -1,11 +1,12 @@
 """Dispatch queue -> fan a campaign's prepared audience out to the send queue, page by page."""
 
 import json
+import time
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from smsinvite.dispatch import Dispatcher, DispatchRequest
+from smsinvite.dispatch import Dispatcher, DispatchRequest, pause_before_next_page
 from smsinvite.observability import instrumented, logger
 from smsinvite.queues import Queue
 from smsinvite.settings import Settings
@@ -19,8 +20,13 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def record_handler(record: SQSRecord, lambda_context) -> None:
     settings = Settings.from_env()
     request = DispatchRequest.model_validate(json.loads(record.body))
-    dispatcher = Dispatcher(Store(settings), Queue(settings.send_queue_url), page_size=settings.dispatch_page_size)
-    queued = 0
+    dispatcher = Dispatcher(
+        Store(settings),
+        Queue(settings.send_queue_url),
+        page_size=settings.dispatch_page_size,
+        ceiling_per_second=float(settings.sender_ceiling_per_second),
+    )
+    queued, started = 0, time.monotonic()
     while True:
         page = dispatcher.dispatch_page(request)
         queued += page.queued
@@ -30,9 +36,11 @@ def record_handler(record: SQSRecord, lambda_context) -> None:
             )
             return
         request = request.model_copy(update={"cursor": page.next_cursor})
-        if lambda_context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
-            Queue(settings.dispatch_queue_url).send(request.model_dump())
-            logger.info("dispatch continues in a new invocation", extra={"queued": queued})
+        wait = pause_before_next_page(queued, page.rate_per_second, time.monotonic() - started)
+        if wait > 0 or lambda_context.get_remaining_time_in_millis() < SAFETY_MARGIN_MS:
+            # The next page goes out when the queue has drained to the lead (SQS delays are 15 min at most).
+            Queue(settings.dispatch_queue_url).send(request.model_dump(), delay_seconds=min(900, int(wait)))
+            logger.info("dispatch continues in a new invocation", extra={"queued": queued, "after_seconds": int(wait)})
             return
 
 

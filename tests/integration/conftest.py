@@ -1,4 +1,4 @@
-"""Fixtures every integration test shares: a Store on DynamoDB Local, and a fresh campaign."""
+"""Fixtures every integration test shares: a Store on DynamoDB Local, a fresh campaign, and campaigns ready to send."""
 
 import uuid
 
@@ -21,3 +21,36 @@ def campaign_id(store):
         )
     )
     return campaign_id
+
+
+@pytest.fixture
+def runner(store, local_aws):
+    from smsinvite.importing import ImportRunner
+
+    return ImportRunner(store, local_aws, continue_later=lambda import_id, delay: None)
+
+
+@pytest.fixture
+def lifecycle(store, local_aws):
+    from smsinvite.lifecycle import CampaignLifecycle
+    from smsinvite.queues import Queue
+
+    return CampaignLifecycle(store, Queue(local_aws.dispatch_queue_url))
+
+
+@pytest.fixture
+def sending_campaign(store, local_aws, runner, lifecycle):
+    """A factory: a campaign with these people, prepared and approved (so `sending`), as an operator does it."""
+    from smsinvite.preparation import Preparer
+
+    def make(people: list[dict], **attributes) -> str:
+        campaign_id = f"s-{uuid.uuid4().hex[:10]}"
+        defaults = {"name": "t", "survey_url": "https://s.example", "message_template": "Hi {first_name|there} {link}"}
+        store.create_campaign(store.new_campaign(campaign_id=campaign_id, **{**defaults, **attributes}))
+        record, _ = runner.register_list(campaign_id, people, "people")
+        runner.run(record.import_id, time_left=lambda: 60.0, margin=5.0)
+        Preparer(store, local_aws, runner).prepare(campaign_id, time_left=lambda: 60.0, margin=5.0)
+        lifecycle.approve(campaign_id)
+        return campaign_id
+
+    return make

@@ -30,15 +30,32 @@ class DispatchRequest(BaseModel):
     cursor: str | None = None  # JSON of DynamoDB's LastEvaluatedKey
 
 
+# The send queue holds at most about this much sending ahead: the sender waits for slots, not for a backlog.
+LEAD_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class DispatchPage:
     queued: int
     next_cursor: str | None
     stopped: str | None = None  # why this dispatch ends here without being done (paused, stale...)
+    rate_per_second: float = 0.0  # the campaign's pace: its rate, capped by the sender ceiling
 
     @property
     def more(self) -> bool:
         return self.next_cursor is not None and self.stopped is None
+
+
+def pause_before_next_page(queued: int, rate_per_second: float, elapsed: float, lead: float = LEAD_SECONDS) -> float:
+    """Seconds to wait before queueing more: 0 while the queue holds less than `lead` seconds of sending.
+
+    A campaign of 100,000 at 10 a second is queued as it is sent, not all at once: nothing sits in the
+    queue for hours, and a pause or a cancel leaves little in it.
+    """
+    if rate_per_second <= 0:
+        return 0.0
+    ahead = queued / rate_per_second - elapsed
+    return max(0.0, ahead - lead / 2) if ahead > lead else 0.0
 
 
 def left_out_status(exclusion: str) -> Status:
@@ -47,10 +64,11 @@ def left_out_status(exclusion: str) -> Status:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, send_queue: Queue, *, page_size: int) -> None:
+    def __init__(self, store: Store, send_queue: Queue, *, page_size: int, ceiling_per_second: float = float("inf")) -> None:
         self.store = store
         self.send_queue = send_queue
         self.page_size = page_size
+        self.ceiling_per_second = ceiling_per_second
 
     def dispatch_page(self, request: DispatchRequest) -> DispatchPage:
         store = self.store
@@ -92,7 +110,8 @@ class Dispatcher:
             return DispatchPage(queued, None, stopped="another dispatch has moved on")
         if next_cursor is None and not cancelling:
             complete_if_done(store, store.campaign(campaign.campaign_id))
-        return DispatchPage(queued, next_cursor)
+        rate = min(float(campaign.rate_per_second), self.ceiling_per_second)
+        return DispatchPage(queued, next_cursor, rate_per_second=0.0 if cancelling else rate)
 
     def _leave_out(self, recipient: RecipientRecord) -> None:
         # Without a code it was never prepared; that cannot happen while sending, but must not block completion.
