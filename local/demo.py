@@ -185,7 +185,7 @@ def run_demo_campaign(
     blocklist = finished_import(store, "suppressions/blocklist.csv", upload(stack, "suppressions/blocklist.csv", BLOCKLIST_CSV).get("VersionId"))
     say(f"   {blocklist.state}: {_outcomes(blocklist.outcomes.as_dict())}")
 
-    say(f"3. drop a messy CSV (BOM, semicolons, four countries) into s3://{stack.bucket}/imports/{campaign_id}/")
+    say(f"3. drop a messy CSV (BOM, semicolons, five countries) into s3://{stack.bucket}/imports/{campaign_id}/")
     record = upload_and_import(stack, store, campaign_id, DEMO_CSV)
     outcomes = {k: int(v) for k, v in record.outcomes.as_dict().items()}
     result.import_summary = {"state": record.state, "rows": int(record.rows_processed), **outcomes}

@@ -184,7 +184,7 @@ def test_estimate_waits_for_the_window_to_open():
         "sending_seconds": 7200.0,
         "waiting_seconds": 39600.0,
         "days": 2,
-        "summary": "1,200 messages in 2 h 0 min (finishes 2026-12-02 10:00 UTC, waits 11 h 0 min for quiet hours)",
+        "summary": "1,200 messages, 2 h 0 min of sending over 13 h 0 min (finishes 2026-12-02 10:00 UTC, waits 11 h 0 min for quiet hours)",
     }
 
 

@@ -160,10 +160,12 @@ class DurationEstimate:
 
     @property
     def summary(self) -> str:
-        waits = f", waits {human_duration(self.waiting_seconds)} for quiet hours" if self.waiting_seconds > 0 else ""
+        finishes = f"finishes {self.finishes_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        if self.waiting_seconds <= 0:
+            return f"{self.messages:,} messages in {human_duration(self.seconds)} ({finishes})"
         return (
-            f"{self.messages:,} messages in {human_duration(self.sending_seconds)}"
-            f" (finishes {self.finishes_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC{waits})"
+            f"{self.messages:,} messages, {human_duration(self.sending_seconds)} of sending over"
+            f" {human_duration(self.seconds)} ({finishes}, waits {human_duration(self.waiting_seconds)} for quiet hours)"
         )
 
     def as_dict(self) -> dict:
