@@ -45,6 +45,8 @@ bench: $(VENV)/.installed $(DDB_LOCAL)
 	$(PY) -m bench.parse_stage
 	$(PY) -m bench.import_end_to_end
 	$(PY) -m bench.import_memory
+	$(PY) -m bench.throttle
+	$(PY) -m bench.send_path
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) local/node_modules .pytest_cache

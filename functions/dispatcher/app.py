@@ -14,7 +14,6 @@ from smsinvite.store import Store
 
 # Leave room to queue the continuation before the invocation is cut off.
 SAFETY_MARGIN_MS = 10_000
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord, lambda_context) -> None:
@@ -46,4 +45,5 @@ def record_handler(record: SQSRecord, lambda_context) -> None:
 
 @instrumented
 def lambda_handler(event: dict, context) -> dict:
+    processor = BatchProcessor(event_type=EventType.SQS)  # per invocation: it holds the batch's results
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

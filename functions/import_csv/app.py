@@ -12,8 +12,6 @@ from smsinvite.queues import Queue
 from smsinvite.settings import Settings
 from smsinvite.store import Store
 
-processor = BatchProcessor(event_type=EventType.SQS)
-
 
 def runner(settings: Settings) -> ImportRunner:
     return ImportRunner.continuing_on_queue(Store(settings), settings)
@@ -49,6 +47,7 @@ def on_continuation(record: SQSRecord, lambda_context) -> None:
 def lambda_handler(event: dict, context) -> dict:
     records = event.get("Records", [])
     if records and records[0].get("eventSource") == "aws:sqs":
+        processor = BatchProcessor(event_type=EventType.SQS)  # per invocation: it holds the batch's results
         return process_partial_response(
             event=event, record_handler=on_continuation, processor=processor, context=context
         )

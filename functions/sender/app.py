@@ -19,8 +19,6 @@ from smsinvite.settings import Settings
 SENDS_AT_ONCE = 10
 # Room to record the last outcomes before the invocation is cut off.
 SAFETY_MARGIN_SECONDS = 8.0
-processor = AsyncBatchProcessor(event_type=EventType.SQS)
-pool = ThreadPoolExecutor(max_workers=SENDS_AT_ONCE, thread_name_prefix="send")
 
 
 def planned(records: list[dict], sender: InvitationSender) -> dict[str, SendPlan | Exception]:
@@ -42,12 +40,18 @@ def lambda_handler(event: dict, context) -> dict:
     sender = InvitationSender.from_settings(settings, max_wait=max(0.0, min(5.0, seconds_left - SAFETY_MARGIN_SECONDS)))
     plans = planned(event.get("Records", []), sender)
 
-    async def record_handler(record: SQSRecord) -> str:
-        plan = plans[record.message_id]
-        if isinstance(plan, Exception):
-            raise plan
-        outcome = await asyncio.get_running_loop().run_in_executor(pool, sender.carry_out, plan)
-        metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
-        return outcome.value
+    # The processor and the threads belong to this invocation: nothing of one batch is left for the next.
+    with ThreadPoolExecutor(max_workers=SENDS_AT_ONCE, thread_name_prefix="send") as pool:
 
-    return async_process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+        async def record_handler(record: SQSRecord) -> str:
+            plan = plans[record.message_id]
+            if isinstance(plan, Exception):
+                raise plan
+            outcome = await asyncio.get_running_loop().run_in_executor(pool, sender.carry_out, plan)
+            metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
+            return outcome.value
+
+        return async_process_partial_response(
+            event=event, record_handler=record_handler, processor=AsyncBatchProcessor(event_type=EventType.SQS),
+            context=context,
+        )

@@ -13,6 +13,7 @@ import pytest
 from local.twilio_sim import TwilioSimulator
 from smsinvite.lanes import ThrottleLanes
 from smsinvite.sending import MAX_INLINE_WAIT, InvitationSender, SendOutcome, SendRequest
+from smsinvite.throttle import CEILING_MARGIN
 from smsinvite.status import Status
 from smsinvite.store import recipient_id_for
 from smsinvite.twilio_gateway import TwilioGateway, _client
@@ -176,9 +177,9 @@ def test_a_batch_takes_consecutive_slots_and_what_does_not_fit_goes_back_to_the_
 
     plans = sender_at(store, slow, twilio, now, queue).plan([request(campaign_id, p) for p in phones])
 
-    # Then the first ones get slots half a second apart (2% wider for the ceiling's margin), the rest wait
+    # Then the first ones get slots half a second apart (a little wider, for the ceiling's margin), the rest wait
     slotted = [p.at - now.timestamp() for p in plans if p.outcome is None]
-    assert len(slotted) == 1 + int(MAX_INLINE_WAIT * 2 * 0.98)
-    assert all(abs((b - a) - 1 / (2 * 0.98)) < 1e-6 for a, b in zip(slotted, slotted[1:]))
+    assert len(slotted) == 1 + int(MAX_INLINE_WAIT * 2 * CEILING_MARGIN)
+    assert all(abs((b - a) - 1 / (2 * CEILING_MARGIN)) < 1e-6 for a, b in zip(slotted, slotted[1:]))
     requeued = [p for p in plans if p.outcome is SendOutcome.REQUEUED]
     assert len(requeued) == 10 - len(slotted) and all(p.delay > MAX_INLINE_WAIT for p in requeued)

@@ -85,10 +85,12 @@ class Dispatcher:
 
         start = json.loads(request.cursor) if request.cursor else None
         page, last_key = store.recipients_page(campaign.campaign_id, cursor=start, limit=self.page_size)
-        bodies = []
+        bodies, now = [], utcnow().isoformat()
         for recipient in page:
             if recipient.status != Status.IMPORTED.value:
                 continue
+            if not cancelling and recipient.deferred_until and recipient.deferred_until > now:
+                continue  # parked until its sending window opens; the scheduler queues it then
             if cancelling:
                 store.transition(recipient, Status.CANCELLED, failure_reason="campaign_cancelled")
             elif recipient.exclusion or not recipient.code:

@@ -156,13 +156,17 @@ class CampaignLifecycle:
         return started
 
     def watch(self, campaign: CampaignRecord) -> None:
-        """The watchdog: re-send a dispatch that stalled, or complete a run whose last message was missed."""
+        """The watchdog: re-send a dispatch that stalled, complete a run whose last message was missed, and
+        queue again, from the top, a run that is dispatched but not done: a send message lost anywhere
+        (a crashed consumer, a bug) is then sent after all, and the sender's claim admits one send."""
         if CampaignState(campaign.state) is not S.SENDING:
             return
         if campaign.dispatch_done is None or int(campaign.dispatch_done) != int(campaign.run):
             self._request_dispatch(campaign, cursor=campaign.dispatch_cursor)
         elif complete_if_done(self.store, campaign, self.clock()) is not None:
             return
+        else:
+            self._request_dispatch(campaign)
         self.store.change_campaign(
             campaign.campaign_id,
             self.store.due(self.clock() + WATCHDOG),

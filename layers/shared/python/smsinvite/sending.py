@@ -46,7 +46,7 @@ from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
 from smsinvite.store import Store, unresolved_shard, utcnow
 from smsinvite.tables import CampaignRecord, RecipientRecord
-from smsinvite.throttle import Busy, lanes_for
+from smsinvite.throttle import LATE_BUDGET, Busy, lanes_for
 from smsinvite.twilio_gateway import ErrorKind, TwilioGateway, TwilioSendError
 
 STATUS_CALLBACK_PATH = "/twilio/status"
@@ -59,6 +59,9 @@ MAX_QUEUE_DELAY = 900
 # Twilio's ValidityPeriod is 1 to 36000 s. A window closing sooner than MIN_VALIDITY waits for the next.
 MAX_VALIDITY = 36_000
 MIN_VALIDITY = 120
+# A record is claimed this long before its slot: the claim's latency is then not the send's lateness,
+# and an opt-out or a pause still takes effect up to a fraction of a second before the send.
+CLAIM_LEAD = 0.25
 
 
 class SendRequest(BaseModel):
@@ -212,14 +215,11 @@ class InvitationSender:
 
     def _reserve(self, sending: list[SendPlan], now: datetime) -> None:
         """Send slots for the ready records, campaign by campaign; the rest go back to the queue."""
-        ceiling = float(self.settings.sender_ceiling_per_second)
         by_campaign: dict[str, list[SendPlan]] = defaultdict(list)
         for plan in sending:
             by_campaign[plan.campaign.campaign_id].append(plan)
-        for campaign_id, group in by_campaign.items():
-            campaign = group[0].campaign
-            lanes = lanes_for(campaign_id, float(campaign.rate_per_second), self._sender(campaign), ceiling)
-            reserved = self.lanes.reserve(lanes, count=len(group), max_wait=self.max_wait)
+        for group in by_campaign.values():
+            reserved = self.lanes.reserve(self._lanes(group[0].campaign), count=len(group), max_wait=self.max_wait)
             epoch = now.timestamp()
             for index, plan in enumerate(group):
                 if isinstance(reserved, Busy):
@@ -267,9 +267,9 @@ class InvitationSender:
         )
 
     def _send_at_slot(self, plan: SendPlan) -> SendOutcome:
-        wait = plan.at - self.clock().timestamp()
-        if wait > 0:
-            self.sleep(wait)
+        """Claim just ahead of the slot, so the claim's own latency does not make the send late; then send
+        at the slot, or, when the send would go out too late to keep the ceiling, at a fresh slot."""
+        self._sleep_until(plan.at - CLAIM_LEAD)
         store, recipient, campaign = self.store, plan.recipient, plan.campaign
         attempt_id = uuid.uuid4().hex
         claimed, stopped_by = store.claim(
@@ -281,6 +281,15 @@ class InvitationSender:
         )
         if claimed is None:
             return self._not_claimed(plan, stopped_by)
+        at = plan.at
+        if self.clock().timestamp() > at + LATE_BUDGET:
+            fresh = self.lanes.reserve(self._lanes(campaign), count=1, max_wait=self.max_wait)
+            if isinstance(fresh, Busy):
+                self._unclaim(claimed, attempt_id)
+                self.send_queue.send(plan.request.body(), delay_seconds=_queue_delay(fresh.until - self.clock().timestamp()))
+                return SendOutcome.REQUEUED
+            at = fresh.slots.at(0)
+        self._sleep_until(at)
 
         callback = StatusCallback(claimed.campaign_id, claimed.recipient_id, attempt_id)
         try:
@@ -302,6 +311,27 @@ class InvitationSender:
         logger.info("invitation accepted by Twilio", extra={"to": mask_phone(claimed.phone), "sid": accepted.sid})
         return SendOutcome.SENT
 
+    def _sleep_until(self, at: float) -> None:
+        wait = at - self.clock().timestamp()
+        if wait > 0:
+            self.sleep(wait)
+
+    def _unclaim(self, claimed, attempt_id: str) -> None:
+        """Back to `imported`: Twilio was certainly not called (or certainly did not take it)."""
+        self.store.transition(
+            claimed,
+            Status.IMPORTED,
+            owned_by=attempt_id,
+            backward_from=(Status.CLAIMED,),
+            attempt_id=None,
+            claimed_at=None,
+            unresolved_shard=None,
+        )
+
+    def _lanes(self, campaign: CampaignRecord):
+        ceiling = float(self.settings.sender_ceiling_per_second)
+        return lanes_for(campaign.campaign_id, float(campaign.rate_per_second), self._sender(campaign), ceiling)
+
     def _not_claimed(self, plan: SendPlan, stopped_by: str | None) -> SendOutcome:
         """The claim's own conditions said no: someone else has it, the campaign stopped, or an opt-out came in."""
         if stopped_by == "suppressed":
@@ -318,15 +348,7 @@ class InvitationSender:
         store = self.store
         log = {"to": mask_phone(claimed.phone), "kind": error.kind.value, "reason": error.reason}
         if error.kind is ErrorKind.RETRYABLE:
-            store.transition(
-                claimed,
-                Status.IMPORTED,
-                owned_by=attempt_id,
-                backward_from=(Status.CLAIMED,),
-                attempt_id=None,
-                claimed_at=None,
-                unresolved_shard=None,
-            )
+            self._unclaim(claimed, attempt_id)
             # Certainly not sent: back to the queue with exponential backoff and jitter, not to the DLQ.
             retry = plan.request.retry + 1
             delay = min(MAX_QUEUE_DELAY, 2**retry) * random.uniform(0.5, 1.0)
