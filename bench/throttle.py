@@ -1,6 +1,6 @@
 """Throttle: does the sender reach each sender's ceiling R without ever exceeding it, with Twilio 150 ms away?
 
-    python -m bench.throttle [--rates 10,50] [--seconds 20] [--latency 0.15]
+    python -m bench.throttle [--rates 10,50] [--seconds 20] [--latency 0.15] [--callbacks-after 600]
 
 For each ceiling R, one fresh local stack: `LocalStack(StackOptions(sender_mps=R))`, which sets both the
 Twilio simulator's per-sender limit (sliding one second; the excess is answered 429 and counted) and the
@@ -381,6 +381,10 @@ def send_at_ceiling(index: int, rate: int, args) -> CeilingRun:
     try:
         with LocalStack(StackOptions(sender_mps=rate)) as stack:
             stack.twilio.faults.latency = args.latency
+            # Status callbacks wait until after the measurement: on this one machine the status webhook's
+            # load (3 callbacks a message) would otherwise compete with the sender for the same CPUs and
+            # DynamoDB Local. bench.send_path measures the callbacks.
+            stack.twilio.callback_delay = args.callbacks_after
             imported = create_campaign(stack, campaign_id, sender=sender, rate=rate, phones=us_mobiles(rate * args.seconds))
             prepare_and_approve(stack, campaign_id)
             dynamodb = stack.services.dynamodb.pid
@@ -414,7 +418,10 @@ def report(run: CeilingRun, args, say) -> None:
     invocations = run.invocations
     most, mean = concurrency(invocations)
     records = [i.records for i in invocations]
-    repro = f"{COMMAND} --rates {rate} --seconds {args.seconds} --latency {args.latency:g}"
+    repro = (
+        f"{COMMAND} --rates {rate} --seconds {args.seconds} --latency {args.latency:g}"
+        f" --callbacks-after {args.callbacks_after:g}"
+    )
 
     say(f"R = {rate}/s ({repro}; DynamoDB engine {run.engine}; sender {run.sender}; {run.imported} recipients imported)")
     if run.unsent:
@@ -447,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="10,50", help="sender ceilings R to run, comma-separated")
     parser.add_argument("--seconds", type=int, default=20, help="seconds of sending at R (R x seconds recipients)")
     parser.add_argument("--latency", type=float, default=0.15, help="seconds the simulator adds to every API answer")
+    parser.add_argument("--callbacks-after", type=float, default=600.0,
+                        help="seconds before the simulator posts status callbacks (after the measurement)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for every message to reach Twilio (default 3 x seconds + 120)")
     parser.add_argument("--stall", type=float, default=60,

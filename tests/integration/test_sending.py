@@ -183,3 +183,35 @@ def test_a_batch_takes_consecutive_slots_and_what_does_not_fit_goes_back_to_the_
     assert all(abs((b - a) - 1 / (2 * CEILING_MARGIN)) < 1e-6 for a, b in zip(slotted, slotted[1:]))
     requeued = [p for p in plans if p.outcome is SendOutcome.REQUEUED]
     assert len(requeued) == 10 - len(slotted) and all(p.delay > MAX_INLINE_WAIT for p in requeued)
+
+
+def test_instances_racing_for_one_sender_never_get_slots_closer_than_its_spacing(settings):
+    import threading
+
+    from smsinvite.throttle import sender_lane
+
+    # Given four sender instances (each with its own view of the lanes) reserving for one From number at once
+    lane = sender_lane(a_sender_number(), 50)
+    instances = [ThrottleLanes(settings.throttle_table) for _ in range(4)]
+    taken, errors, start = [], [], threading.Barrier(len(instances))
+
+    def reserve(instance):
+        start.wait()
+        try:
+            for _ in range(10):
+                reserved = instance.reserve((lane,), count=5, max_wait=30.0)
+                taken.extend(reserved.slots.at(i) for i in range(reserved.slots.count))
+        except Exception as error:  # noqa: BLE001 - the test names what went wrong
+            errors.append(error)
+
+    threads = [threading.Thread(target=reserve, args=(instance,)) for instance in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then every slot is its own, and no two are closer than the lane's spacing
+    slots = sorted(taken)
+    assert errors == []
+    assert len(slots) == 4 * 10 * 5
+    assert min(b - a for a, b in zip(slots, slots[1:])) >= lane.interval - 1e-6

@@ -7,6 +7,8 @@ write that wins is the only one that took those slots, whichever instance made i
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -16,7 +18,7 @@ from botocore.exceptions import ClientError
 from smsinvite import aws_clients
 from smsinvite.throttle import Busy, Lane, Reservation, plan
 
-_MAX_RACES = 20
+_MAX_RACES = 50
 
 
 class LanesBusy(RuntimeError):
@@ -24,12 +26,17 @@ class LanesBusy(RuntimeError):
 
 
 class ThrottleLanes:
-    def __init__(self, table_name: str, *, clock: Callable[[], float] = time.time, client=None) -> None:
+    def __init__(
+        self, table_name: str, *, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+        client=None,
+    ) -> None:
         self.table_name = table_name
         self.clock = clock
+        self.sleep = sleep
         self._client = client
         # What this invocation last saw of each lane: a first plan without a read, a lost race re-read.
         self._seen: dict[str, float | None] = {}
+        self._lock = threading.Lock()
         self.requests = 0
 
     @property
@@ -37,18 +44,21 @@ class ThrottleLanes:
         return self._client or aws_clients.client("dynamodb")
 
     def reserve(self, lanes: Sequence[Lane], *, count: int, max_wait: float) -> Reservation | Busy:
-        unseen = [lane.key for lane in lanes if lane.key not in self._seen]
-        if unseen:
-            self._read(unseen)
-        for _ in range(_MAX_RACES):
-            decided = plan(lanes, self._seen, count=count, now=self.clock(), max_wait=max_wait)
-            if isinstance(decided, Busy):
-                return decided
-            if self._write(lanes, decided):
-                self._seen.update(decided.next_at)
-                return decided
-            self._read([lane.key for lane in lanes])
-        raise LanesBusy("the send slots stayed contended; try again")
+        # The threads of one invocation take turns: they then race only other instances, not each other.
+        with self._lock:
+            unseen = [lane.key for lane in lanes if lane.key not in self._seen]
+            if unseen:
+                self._read(unseen)
+            for race in range(_MAX_RACES):
+                decided = plan(lanes, self._seen, count=count, now=self.clock(), max_wait=max_wait)
+                if isinstance(decided, Busy):
+                    return decided
+                if self._write(lanes, decided):
+                    self._seen.update(decided.next_at)
+                    return decided
+                # Instances that lost a race back off by a random few milliseconds, so they stop colliding.
+                self.sleep(random.uniform(0, 0.002 * min(race + 1, 10)))
+            raise LanesBusy("the send slots stayed contended; try again")
 
     def _read(self, keys: list[str]) -> None:
         self.requests += 1
@@ -82,15 +92,30 @@ class ThrottleLanes:
         self.requests += 1
         try:
             if len(items) == 1:
-                self.client.update_item(**items[0])
+                self.client.update_item(**items[0], ReturnValuesOnConditionCheckFailure="ALL_OLD")
             else:
-                self.client.transact_write_items(TransactItems=[{"Update": item} for item in items])
+                self.client.transact_write_items(
+                    TransactItems=[{"Update": {**item, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}} for item in items]
+                )
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code")
-            if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
-                return False
-            raise
+            if code not in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                raise
+            self._learn(lanes, error.response)
+            return False
         return True
+
+    def _learn(self, lanes: Sequence[Lane], response: dict) -> None:
+        """What a lost race says the lanes hold now; a read only when DynamoDB did not say."""
+        if "Item" in response:
+            olds = [response["Item"]]
+        else:
+            olds = [reason.get("Item") for reason in response.get("CancellationReasons", [])]
+        if len(olds) == len(lanes) and all(old is not None for old in olds):
+            for lane, old in zip(lanes, olds):
+                self._seen[lane.key] = float(old["next_at"]["N"]) if "next_at" in old else None
+        else:
+            self._read([lane.key for lane in lanes])
 
 
 def _number(value: float) -> str:
