@@ -26,7 +26,7 @@ PEOPLE = [
 
 def someone_who_opts_out(store, runner, campaign_id):
     """A person added to the campaign who then opts out (a number of their own: suppression is system-wide)."""
-    phone = f"+1415555{uuid.uuid4().int % 9000 + 1000}"
+    phone = f"+1415556{uuid.uuid4().int % 9000 + 1000}"  # a range no other test uses
     record, _ = runner.register_list(campaign_id, [{"phone": phone, "first_name": "Dev", "tier": "gold"}], "dev")
     runner.run(record.import_id, time_left=lambda: 60.0, margin=5.0)
     store.suppress(phone, reason="opted_out", source="keyword")

@@ -43,14 +43,15 @@ class ThrottleLanes:
     def client(self):
         return self._client or aws_clients.client("dynamodb")
 
-    def reserve(self, lanes: Sequence[Lane], *, count: int, max_wait: float) -> Reservation | Busy:
+    def reserve(self, lanes: Sequence[Lane], *, count: int, max_wait: float, lead: float = 0.0) -> Reservation | Busy:
+        """Slots from `lead` seconds ahead on (time to claim before the first one), within `max_wait` of that."""
         # The threads of one invocation take turns: they then race only other instances, not each other.
         with self._lock:
             unseen = [lane.key for lane in lanes if lane.key not in self._seen]
             if unseen:
                 self._read(unseen)
             for race in range(_MAX_RACES):
-                decided = plan(lanes, self._seen, count=count, now=self.clock(), max_wait=max_wait)
+                decided = plan(lanes, self._seen, count=count, now=self.clock() + lead, max_wait=max_wait)
                 if isinstance(decided, Busy):
                     return decided
                 if self._write(lanes, decided):

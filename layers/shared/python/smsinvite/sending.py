@@ -219,7 +219,9 @@ class InvitationSender:
         for plan in sending:
             by_campaign[plan.campaign.campaign_id].append(plan)
         for group in by_campaign.values():
-            reserved = self.lanes.reserve(self._lanes(group[0].campaign), count=len(group), max_wait=self.max_wait)
+            reserved = self.lanes.reserve(
+                self._lanes(group[0].campaign), count=len(group), max_wait=self.max_wait, lead=CLAIM_LEAD
+            )
             epoch = now.timestamp()
             for index, plan in enumerate(group):
                 if isinstance(reserved, Busy):
@@ -283,7 +285,8 @@ class InvitationSender:
             return self._not_claimed(plan, stopped_by)
         at = plan.at
         if self.clock().timestamp() > at + LATE_BUDGET:
-            fresh = self.lanes.reserve(self._lanes(campaign), count=1, max_wait=self.max_wait)
+            # A fresh slot only if it is near: a claim must not outlive a pause or an opt-out by long.
+            fresh = self.lanes.reserve(self._lanes(campaign), count=1, max_wait=CLAIM_LEAD)
             if isinstance(fresh, Busy):
                 self._unclaim(claimed, attempt_id)
                 self.send_queue.send(plan.request.body(), delay_seconds=_queue_delay(fresh.until - self.clock().timestamp()))
