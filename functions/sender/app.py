@@ -51,7 +51,9 @@ def lambda_handler(event: dict, context) -> dict:
             metrics.add_metric(name=f"Send_{outcome.value}", unit=MetricUnit.Count, value=1)
             return outcome.value
 
-        return async_process_partial_response(
+        response = async_process_partial_response(
             event=event, record_handler=record_handler, processor=AsyncBatchProcessor(event_type=EventType.SQS),
             context=context,
         )
+    sender.complete_runs([plan for plan in plans.values() if not isinstance(plan, Exception)])
+    return response

@@ -153,8 +153,11 @@ class InvitationSender:
         )
 
     def send(self, request: SendRequest) -> SendOutcome:
-        """One record on its own: planned, then carried out."""
-        return self.carry_out(self.plan([request])[0])
+        """One record on its own: planned, carried out, and its run completed if it was the last."""
+        plan = self.plan([request])[0]
+        outcome = self.carry_out(plan)
+        self.complete_runs([plan])
+        return outcome
 
     # ------------------------------------------------------------------ 1. plan the batch
     def plan(self, requests: Sequence[SendRequest]) -> list[SendPlan]:
@@ -236,10 +239,16 @@ class InvitationSender:
     def carry_out(self, plan: SendPlan) -> SendOutcome:
         if plan.error is not None:
             raise plan.error
-        outcome = self._decided(plan) if plan.outcome is not None else self._send_at_slot(plan)
-        if outcome not in (SendOutcome.HELD, SendOutcome.REQUEUED, SendOutcome.DEFERRED) and _nearly_done(plan.campaign):
-            complete_if_done(self.store, self.store.campaign(plan.campaign.campaign_id))
-        return outcome
+        return self._decided(plan) if plan.outcome is not None else self._send_at_slot(plan)
+
+    def complete_runs(self, plans: Sequence[SendPlan]) -> None:
+        """After a batch: try to complete the run of each campaign it sent for (one conditional write each).
+
+        The batch that finishes last sees every other send recorded, and the dispatcher tries after its
+        last page, so a run completes as soon as its last message is out, whoever sent it.
+        """
+        for campaign_id in dict.fromkeys(p.campaign.campaign_id for p in plans if p.campaign is not None):
+            complete_if_done(self.store, self.store.campaign(campaign_id))
 
     def _decided(self, plan: SendPlan) -> SendOutcome:
         store, recipient, outcome = self.store, plan.recipient, plan.outcome
@@ -386,17 +395,3 @@ def _decided(plan: SendPlan, outcome: SendOutcome, reason: str | None = None) ->
 
 def _queue_delay(seconds: float) -> int:
     return max(0, min(MAX_QUEUE_DELAY, int(seconds + 0.999)))
-
-
-# Below this many unsent recipients (as read before a send), the sender tries to complete the run;
-# above it the write would be wasted on the campaign's hot item. The scheduler's watchdog catches the rest.
-# Dispatch being done is not required here: the dispatcher tries too, after its last page, and the
-# conditional write needs both, so whichever of them moves last completes the run.
-_COMPLETION_CHECK_BELOW = 25
-
-
-def _nearly_done(campaign: CampaignRecord | None) -> bool:
-    if campaign is None:
-        return False
-    unsent = sum(int(getattr(campaign, f"count_{s}") or 0) for s in ("imported", "claimed", "unknown"))
-    return unsent <= _COMPLETION_CHECK_BELOW
