@@ -9,7 +9,6 @@ The same flow is the end-to-end test's (tests/e2e), so what the demo shows is wh
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time

@@ -4,7 +4,6 @@ import json
 import threading
 
 import boto3
-import pytest
 
 from local.demo import NO_QUIET_HOURS, command, create_campaign, prepare, prepare_and_approve, wait_for
 from smsinvite.store import recipient_id_for

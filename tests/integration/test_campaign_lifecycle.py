@@ -14,7 +14,6 @@ from smsinvite.lifecycle import StalePreparation
 from smsinvite.preparation import Preparer
 from smsinvite.status import Status
 from smsinvite.store import recipient_id_for
-from smsinvite.tables import raw_item
 
 PEOPLE = [
     {"phone": "+1 415 555 0100", "first_name": "Ana", "tier": "gold"},

@@ -1,6 +1,6 @@
 """Quiet hours in the recipient's local time, and how long a send takes because of them."""
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 
 import pytest
 

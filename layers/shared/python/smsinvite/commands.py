@@ -20,7 +20,6 @@ from smsinvite.lifecycle import CampaignLifecycle
 from smsinvite.messages import TemplateError, validate_template
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
-from smsinvite.sending_window import SendingWindow
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord
