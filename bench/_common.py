@@ -226,7 +226,7 @@ def offline_settings():
 
     names = {f: f"bench-{f.replace('_table', '')}" for f in (
         "campaigns_table", "recipients_table", "imports_table", "codes_table", "suppressions_table",
-        "inbox_table", "idempotency_table", "panels_table")}
+        "inbox_table", "idempotency_table", "panels_table", "throttle_table", "counts_table")}
     return Settings(
         **names, imports_bucket="bench-imports", send_queue_url="-", dispatch_queue_url="-", import_queue_url="-",
         aws_region="us-east-1", twilio_account_sid="AC" + "0" * 32, twilio_auth_token_secret="-",

@@ -104,13 +104,15 @@ def create_resources(
     queues = {
         logical_id: create_queue(sqs, template, logical_id) for logical_id in _queues_in_dependency_order(template)
     }
+    for logical_id in template.of_type("AWS::SecretsManager::Secret"):
+        create_generated_secret(secrets, template.physical_name(logical_id))
     secret_name = template.parameters["TwilioAuthTokenSecretName"]
     put_secret(secrets, secret_name, twilio_auth_token)
     return LocalResources(tables=tables, buckets=buckets, queues=queues, twilio_auth_token_secret=secret_name)
 
 
 def _check_every_type_is_handled(template: LocalStackTemplate) -> None:
-    handled = {"AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SQS::Queue"}
+    handled = {"AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::SQS::Queue", "AWS::SecretsManager::Secret"}
     unknown = {res["Type"] for res in template.resources.values()} - handled - set(SKIPPED_TYPES)
     if unknown:
         raise NotImplementedError(f"the local stack neither creates nor skips {sorted(unknown)}")
@@ -339,6 +341,17 @@ def create_queue(sqs, template: LocalStackTemplate, logical_id: str) -> str:
 
 
 # ---------------------------------------------------------------------- Secrets Manager
+def create_generated_secret(secrets, name: str) -> None:
+    """A secret the template generates (GenerateSecretString): created once, then kept, as in AWS."""
+    import secrets as random_source
+
+    try:
+        secrets.create_secret(Name=name, SecretString=random_source.token_urlsafe(36))
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+
+
 def put_secret(secrets, name: str, value: str) -> None:
     try:
         secrets.create_secret(Name=name, SecretString=value)

@@ -1233,14 +1233,15 @@ class TwilioSimulator:
 
     # inbound
 
-    def send_inbound(self, url: str, from_: str, to: str, body: str,
-                     **extra: str) -> tuple[int, dict[str, str], str]:
+    def send_inbound(self, url: str, from_: str, to: str, body: str, *, token: str | None = None,
+                     message_sid: str | None = None, **extra: str) -> tuple[int, dict[str, str], str]:
         """Post a signed inbound SMS webhook to `url`, as Twilio does when someone replies.
 
         Returns the receiver's (status, headers, body), so the caller can read its TwiML. Extra
         keyword params are added to (or override) the form, e.g. FromCountry="CA" or FromCity="".
+        A redelivery (Twilio retrying) repeats the message_sid and the I-Twilio-Idempotency-Token.
         """
-        sid = _new_sid("SM")
+        sid = message_sid or _new_sid("SM")
         params = {
             "AccountSid": self.account_sid,
             "ApiVersion": API_VERSION,
@@ -1270,7 +1271,7 @@ class TwilioSimulator:
             status="received", direction="inbound", num_segments=int(params["NumSegments"]),
             num_media=int(params["NumMedia"] or 0), status_callback=None, date_created=now,
             date_updated=now, date_sent=now))
-        response = self._poster.post_once("inbound", url, params, uuid.uuid4().hex, sid)
+        response = self._poster.post_once("inbound", url, params, token or uuid.uuid4().hex, sid)
         return response.status_code, dict(response.headers), response.text
 
 

@@ -19,6 +19,20 @@ def load_event(name: str) -> dict:
     raise FileNotFoundError(f"no event {name} under events/ or tests/events/")
 
 
+def _suppress(store, phone: str, reason: str = "opted_out") -> None:
+    from smsinvite.consent import ConsentEntry, ConsentEvent, ConsentSource, SuppressionReason
+    from smsinvite.store import utcnow
+
+    entry = ConsentEntry(phone, ConsentEvent.OPT_OUT, ConsentSource.KEYWORD, utcnow())
+    store.suppress(entry, SuppressionReason(reason))
+
+
+@pytest.fixture
+def suppress():
+    """Put a number on the suppression list, as a STOP reply (or a blocklist) does: suppress(store, phone)."""
+    return _suppress
+
+
 @pytest.fixture
 def event():
     return load_event

@@ -1,4 +1,5 @@
-"""Every minute -> reconcile unresolved sends, release recipients whose sending window opened, then act on due campaigns."""
+"""Every minute -> reconcile unresolved sends, release recipients whose sending window opened, act on due
+campaigns, and lapse subscriptions never confirmed."""
 
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ from smsinvite.reconcile import Reconciler
 from smsinvite.scheduling import DueCampaigns, release_deferred
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
+from smsinvite.subscriptions import SubscriptionLists
 from smsinvite.twilio_gateway import TwilioGateway
 
 # Room to save a prepare's page and return before the invocation is cut off.
@@ -31,6 +33,7 @@ def lambda_handler(event: dict, context) -> dict:
     time_left = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
     released = release_deferred(store, Queue(settings.send_queue_url), utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
     campaigns = due.run(utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
-    tick = {"reconciled": dict(reconciled), "released": released, "campaigns": dict(campaigns)}
+    lapsed = SubscriptionLists(store, settings, Queue(settings.send_queue_url)).lapse_due(utcnow())
+    tick = {"reconciled": dict(reconciled), "released": released, "campaigns": dict(campaigns), "lapsed": lapsed}
     logger.info("scheduler tick", extra=tick)
     return tick

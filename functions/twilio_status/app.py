@@ -16,7 +16,7 @@ app = http_app()
 def status_callback() -> Response:
     settings = Settings.from_env()
     webhook = verified_twilio_webhook(app.current_event, settings, ROUTE)
-    outcome = apply_status_report(Store(settings), StatusReport.parse(webhook.query, webhook.form))
+    outcome = apply_status_report(Store(settings), settings, StatusReport.parse(webhook.query, webhook.form))
     metrics.add_metric(name=f"StatusCallback_{outcome.value}", unit=MetricUnit.Count, value=1)
     return Response(status_code=204)
 

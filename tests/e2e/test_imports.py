@@ -311,7 +311,7 @@ def test_a_suppression_file_blocklists_its_numbers_and_they_are_marked_at_import
     )
     assert (blocked.state, outcomes(blocked)) == ("completed", {"imported": 2, "invalid:not_a_number": 1})
     for phone in ("+16465550101", "+16465550102"):
-        suppression = store.t.suppressions.get(phone, consistent_read=True)
+        suppression = store.suppression(phone)
         assert (suppression.reason, suppression.source, suppression.import_id) == ("blocklist", "import", blocked.import_id)
 
     # When a campaign imports those numbers among others
@@ -333,7 +333,7 @@ def test_a_suppression_file_blocklists_its_numbers_and_they_are_marked_at_import
     # And a second suppression file keeps the first reason for a number already suppressed
     again = import_file(stack, store, f"suppressions/more-{tag}.csv", "phone\n+16465550101\n")
     assert outcomes(again) == {"already_suppressed": 1}
-    assert store.t.suppressions.get("+16465550101", consistent_read=True).import_id == blocked.import_id
+    assert store.suppression("+16465550101").import_id == blocked.import_id
 
 
 def test_a_tokens_file_adds_codes_to_the_pool_and_refuses_codes_that_exist_anywhere(stack, store, campaign_id):
@@ -570,7 +570,7 @@ def test_add_recipients_for_an_unknown_campaign_is_a_clear_error(stack):
     assert answer == {"ok": False, "error": {"code": "not_found", "message": "campaign no-such-campaign does not exist"}}
 
 
-def test_add_panel_adds_a_panels_members_through_the_same_pipeline_per_campaign(stack, store, campaign_id, event):
+def test_add_panel_adds_a_panels_members_through_the_same_pipeline_per_campaign(stack, store, campaign_id, event, suppress):
     # Given a panel uploaded under panels/ (a repeated member and an invalid one are left out of it)
     panel_id = f"panel-{campaign_id}"
     members = import_file(
@@ -581,7 +581,7 @@ def test_add_panel_adds_a_panels_members_through_the_same_pipeline_per_campaign(
     )
     assert outcomes(members) == {"imported": 5, "duplicate": 1, "invalid:not_a_number": 1}
     # And a number on the suppression list, a campaign that has one member already, and one that allows landlines
-    store.suppress("+19175550199", reason="opt_out", source="test")
+    suppress(store, "+19175550199")
     new_campaign(stack, campaign_id)
     added = stack.command({"command": "add_recipients", "campaign_id": campaign_id,
                            "recipients": [{"phone": "+1 917 555 0102", "first_name": "Cy first"}]})
@@ -672,7 +672,7 @@ def generated_audience(rows: int, base: int) -> Audience:
 def suppress_all(store, phones) -> None:
     with store.t.suppressions.batch_write() as batch:
         for phone in phones:
-            batch.save(store.t.suppressions(phone, reason="opt_out", source="test", created_at=utcnow()))
+            batch.save(store.t.suppressions(store.phone_key(phone), phone=phone, reason="opted_out", source="test", created_at=utcnow()))
 
 
 def assert_imported_exactly(stack, store, campaign_id: str, record, audience: Audience) -> None:

@@ -110,12 +110,12 @@ def test_a_429_is_retried_with_backoff_and_yields_exactly_one_message(stack, sto
     assert [e.status for e in creates(stack, phone, status=None)] == [429, 201]
 
 
-def test_a_stop_between_prepare_and_send_means_nothing_is_sent_to_that_number(stack, store, campaign_id):
+def test_a_stop_between_prepare_and_send_means_nothing_is_sent_to_that_number(stack, store, campaign_id, suppress):
     # Given a prepared campaign, and one of its people opting out before it is approved
     stopped, other = "+14155550304", "+14155550305"
     audience(stack, campaign_id, [stopped, other])
     prepare(stack, campaign_id)
-    store.suppress(stopped, reason="opted_out", source="keyword")
+    suppress(store, stopped)
 
     # When it is approved and sent
     command(stack, {"command": "approve", "campaign_id": campaign_id})

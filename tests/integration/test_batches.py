@@ -105,7 +105,7 @@ def campaign(store, campaign_id):
 
 def suppressions(store, count: int, tag: str):
     return [
-        store.t.suppressions(f"+1415{tag}{i:04d}", reason="blocklist", source="test", created_at=utcnow())
+        store.t.suppressions(f"+1415{tag}{i:04d}", phone=f"+1415{tag}{i:04d}", reason="blocklist", source="test", created_at=utcnow())
         for i in range(count)
     ]
 
@@ -254,7 +254,7 @@ def test_an_import_through_a_throttled_table_completes_with_exact_counts(local_a
     assert len(stored) == len(unique)
     assert sorted(int(r.row_number) for r in stored) == sorted(i + 1 for i in unique)
     status = store.campaign(campaign.campaign_id)
-    assert int(status.count_imported) == len(unique)
+    assert store.counts(campaign.campaign_id)[Status.IMPORTED] == len(unique)
     assert (int(status.rows_duplicate), int(status.rows_invalid)) == (duplicates, invalid)
     assert throttled.handed_back > 0 and throttled.refused > 0
     assert handed_over == []

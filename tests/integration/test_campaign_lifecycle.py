@@ -23,12 +23,12 @@ PEOPLE = [
 ]
 
 
-def someone_who_opts_out(store, runner, campaign_id):
+def someone_who_opts_out(store, runner, campaign_id, suppress):
     """A person added to the campaign who then opts out (a number of their own: suppression is system-wide)."""
     phone = f"+1415556{uuid.uuid4().int % 9000 + 1000}"  # a range no other test uses
     record, _ = runner.register_list(campaign_id, [{"phone": phone, "first_name": "Dev", "tier": "gold"}], "dev")
     runner.run(record.import_id, time_left=lambda: 60.0, margin=5.0)
-    store.suppress(phone, reason="opted_out", source="keyword")
+    suppress(store, phone)
     return phone
 
 
@@ -59,10 +59,10 @@ def prepare(store, local_aws, runner, campaign_id, **options):
     return Preparer(store, local_aws, runner, **options).prepare(campaign_id, time_left=time_left, margin=5.0)
 
 
-def test_prepare_counts_every_recipient_by_source_and_reason_and_gives_the_invited_a_code(store, local_aws, runner):
+def test_prepare_counts_every_recipient_by_source_and_reason_and_gives_the_invited_a_code(store, local_aws, runner, suppress):
     # Given four people added by hand, one of whom has no first name, and one more who opted out since
     campaign_id = new_campaign(store, runner)
-    someone_who_opts_out(store, runner, campaign_id)
+    someone_who_opts_out(store, runner, campaign_id, suppress)
 
     # When the campaign is prepared
     outcome = prepare(store, local_aws, runner, campaign_id)
@@ -247,16 +247,16 @@ def test_pause_stops_dispatch_and_cancel_marks_everyone_not_sent_cancelled(store
 
     # Then nobody is left to send, and the counters agree
     assert {r.status for r in store.t.recipients.query(campaign_id)} == {Status.CANCELLED.value}
-    campaign = store.campaign(campaign_id)
-    assert (int(campaign.count_cancelled), int(campaign.count_imported)) == (6, 0)
+    counts = store.counts(campaign_id)
+    assert (counts[Status.CANCELLED], counts[Status.IMPORTED]) == (6, 0)
     with pytest.raises(InvalidTransition):
         lifecycle.resume(campaign_id)
 
 
-def test_excluded_recipients_end_excluded_and_the_run_completes_when_nobody_is_left(store, local_aws, runner, lifecycle):
+def test_excluded_recipients_end_excluded_and_the_run_completes_when_nobody_is_left(store, local_aws, runner, lifecycle, suppress):
     # Given an approved campaign with one recipient left out for a missing name and one suppressed
     campaign_id = new_campaign(store, runner)
-    someone_who_opts_out(store, runner, campaign_id)
+    someone_who_opts_out(store, runner, campaign_id, suppress)
     prepare(store, local_aws, runner, campaign_id)
     lifecycle.approve(campaign_id)
     queue = RecordingQueue()

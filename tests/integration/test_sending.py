@@ -119,13 +119,13 @@ def test_a_number_spanning_two_zones_waits_until_the_window_is_open_in_both(stor
     assert len(twilio.created(to=IDAHO, sender=sender)) == 1
 
 
-def test_an_opt_out_after_prepare_stops_the_send_even_at_the_last_moment(store, settings, twilio, sending_campaign):
+def test_an_opt_out_after_prepare_stops_the_send_even_at_the_last_moment(store, settings, twilio, sending_campaign, suppress):
     # Given a planned send, and a STOP that arrives after the plan, before the claim
     phone, sender = "+14155550177", a_sender_number()
     campaign_id = sending_campaign([{"phone": phone}], sender=sender, window_opens="00:00", window_closes="24:00")
     invitations = sender_at(store, settings, twilio, datetime.now(timezone.utc))
     [plan] = invitations.plan([request(campaign_id, phone)])
-    store.suppress(phone, reason="opted_out", source="keyword")
+    suppress(store, phone)
 
     # When the send is carried out
     outcome = invitations.carry_out(plan)

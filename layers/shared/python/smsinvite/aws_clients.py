@@ -8,10 +8,14 @@ start several) never talks to a stopped one.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+# At DEBUG botocore logs whole requests and responses: numbers, message bodies, the auth token.
+logging.getLogger("botocore").setLevel(logging.INFO)
 
 
 def endpoint_for(service: str) -> str | None:

@@ -139,8 +139,11 @@ def matches_all(rules: tuple[Rule, ...], fields: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class PanelSource:
+    """A panel, or a subscription list's active subscribers (kind "list"), with rules on their fields."""
+
     panel_id: str
     rules: tuple[Rule, ...] = ()
+    kind: str = "panel"
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,12 @@ class Audience:
     def as_json(self) -> str:
         return json.dumps(
             {
-                "panels": [{"panel_id": p.panel_id, "rules": [vars(r) for r in p.rules]} for p in self.panels],
+                "panels": [
+                    {"panel_id": p.panel_id, "rules": [vars(r) for r in p.rules]} for p in self.panels if p.kind == "panel"
+                ],
+                "lists": [
+                    {"list_id": p.panel_id, "rules": [vars(r) for r in p.rules]} for p in self.panels if p.kind == "list"
+                ],
                 "rules": [vars(r) for r in self.rules],
             }
         )
@@ -170,6 +178,10 @@ class Audience:
         return cls(
             panels=tuple(
                 PanelSource(p["panel_id"], tuple(Rule(**r) for r in p.get("rules", []))) for p in data.get("panels", [])
+            )
+            + tuple(
+                PanelSource(p["list_id"], tuple(Rule(**r) for r in p.get("rules", [])), kind="list")
+                for p in data.get("lists", [])
             ),
             rules=tuple(Rule(**r) for r in data.get("rules", [])),
         )

@@ -42,6 +42,14 @@ CAMPAIGN_VERBS = {
     "report": "the campaign's report, as tables",
     "export": "write the per-recipient CSV export to the bucket",
 }
+# Commands that name no campaign; their fields come from --json and --set.
+FIELD_VERBS = {
+    "create-list": "create a subscription list (--set list_id=ID --set name=... --set confirmation_text=...)",
+    "subscribe": "ask numbers to join a list: a confirmation SMS, active once they reply YES",
+    "unsubscribe": "end numbers' subscriptions to a list",
+    "erase-phone": "remove a number's personal data everywhere; it stays blocked (--set phone=+1...)",
+    "export-consent": "write the consent ledger as CSV to the bucket (--set phone=... for one number)",
+}
 # --watch stops at these: the campaign is done, or waits for the operator.
 SETTLED_STATES = frozenset({"completed", "cancelled", "waiting", "draft", "prepared"})
 
@@ -350,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     _add_field_options(verb("create-campaign", "create a draft campaign; campaign_id comes from its fields"))
+    for name, help_text in FIELD_VERBS.items():
+        _add_field_options(verb(name, help_text))
     for name, help_text in CAMPAIGN_VERBS.items():
         sub = verb(name, help_text)
         sub.add_argument("campaign_id", metavar="CAMPAIGN_ID")

@@ -14,14 +14,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, Valid
 from smsinvite.campaigns import Audience, PanelSource, Recurrence, Rule, parse_every, require
 from smsinvite.codes import DEFAULT_LENGTH, CodeSettings, CodeSource, InvalidCodeSettings
 from smsinvite.errors import InvalidInput, NotFound
-from smsinvite.exports import CampaignReport, export_recipients
+from smsinvite.erasure import Erasure
+from smsinvite.exports import CampaignReport, export_ledger, export_recipients
 from smsinvite.importing import ImportRunner, ImportSummary
 from smsinvite.lifecycle import CampaignLifecycle
 from smsinvite.messages import TemplateError, validate_template
+from smsinvite.phones import InvalidPhone, normalise
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
+from smsinvite.subscriptions import SubscriptionLists
 from smsinvite.tables import CampaignRecord
 
 MAX_LIST_ENTRIES = 10_000
@@ -110,15 +113,23 @@ class AudiencePanel(_Strict):
     rules: list[AudienceRule] = Field(default_factory=list, max_length=20)
 
 
+class AudienceList(_Strict):
+    list_id: str = Field(pattern=_ID)
+    rules: list[AudienceRule] = Field(default_factory=list, max_length=20)
+
+
 class AudienceSources(_Strict):
-    """The campaign's own recipients always count; panels are imported at every prepare."""
+    """The campaign's own recipients always count; panels and lists' active subscribers are imported at
+    every prepare."""
 
     panels: list[AudiencePanel] = Field(default_factory=list, max_length=20)
+    lists: list[AudienceList] = Field(default_factory=list, max_length=20)
     rules: list[AudienceRule] = Field(default_factory=list, max_length=20)
 
     def audience(self) -> Audience:
         return Audience(
-            panels=tuple(PanelSource(p.panel_id, tuple(r.rule() for r in p.rules)) for p in self.panels),
+            panels=tuple(PanelSource(p.panel_id, tuple(r.rule() for r in p.rules)) for p in self.panels)
+            + tuple(PanelSource(s.list_id, tuple(r.rule() for r in s.rules), kind="list") for s in self.lists),
             rules=tuple(r.rule() for r in self.rules),
         )
 
@@ -247,6 +258,117 @@ class AddPanel(_Command):
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=_ID)
 
 
+# ------------------------------------------------------------------------------------ lists and consent
+MAX_SUBSCRIBE_ENTRIES = 100
+
+
+class CreateList(_Command):
+    list_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,59}$")
+    name: str = Field(min_length=1, max_length=200)
+    # What the confirmation SMS says; it must ask for a YES. Merge fields come from subscribe's entries.
+    confirmation_text: str = Field(min_length=1, max_length=640)
+    welcome_text: str | None = Field(default=None, min_length=1, max_length=640)
+    sender: str | None = None
+    default_region: str = Field(default="US", pattern=r"^[A-Za-z]{2}$")
+    rate_per_second: float = Field(default=1, gt=0, le=1000)
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_shape(cls, value: str | None) -> str | None:
+        return _CampaignFields._sender_shape(value)
+
+    @field_validator("confirmation_text")
+    @classmethod
+    def _asks_for_yes(cls, value: str) -> str:
+        _CampaignFields._template(value)
+        if "{link}" in value or "{code}" in value:
+            raise ValueError("a confirmation has no {link} or {code}")
+        if not re.search(r"\bYES\b", value):
+            raise ValueError("must ask the person to reply YES")
+        return value
+
+
+class Subscribe(_Command):
+    list_id: str = Field(pattern=_ID)
+    people: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_SUBSCRIBE_ENTRIES)
+    # Who asks (a sign-up form passes its visitor's address): one caller may ask only so often.
+    requested_by: str = Field(default="console", min_length=1, max_length=200)
+
+    @field_validator("people")
+    @classmethod
+    def _each_has_a_phone(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        missing = [i for i, entry in enumerate(entries) if not str(entry.get("phone") or "").strip()]
+        if missing:
+            raise ValueError(f"every entry needs a 'phone'; missing at index {', '.join(map(str, missing[:10]))}")
+        return entries
+
+
+class Unsubscribe(_Command):
+    list_id: str = Field(pattern=_ID)
+    phones: list[str] = Field(min_length=1, max_length=MAX_LIST_ENTRIES)
+
+
+class ErasePhone(_Command):
+    phone: str = Field(min_length=1, max_length=40)
+    default_region: str = Field(default="US", pattern=r"^[A-Za-z]{2}$")
+
+
+class ExportConsent(_Command):
+    phone: str | None = Field(default=None, min_length=1, max_length=40)
+    default_region: str = Field(default="US", pattern=r"^[A-Za-z]{2}$")
+
+
+def _lists(context: CommandContext) -> SubscriptionLists:
+    return SubscriptionLists(context.store, context.settings, Queue(context.settings.send_queue_url))
+
+
+def create_list(context: CommandContext, command: CreateList) -> dict:
+    if command.rate_per_second > context.settings.sender_ceiling_per_second:
+        raise InvalidInput("create_list is not valid", details=[
+            f"rate_per_second: {command.rate_per_second:g} is over the sender ceiling of "
+            f"{context.settings.sender_ceiling_per_second} per second"])
+    record = _lists(context).create_list(
+        command.list_id, name=command.name, message_template=command.confirmation_text,
+        reply_text=command.welcome_text, sender=command.sender, default_region=command.default_region.upper(),
+        rate_per_second=command.rate_per_second, window_opens=command.quiet_hours.opens,
+        window_closes=command.quiet_hours.closes,
+    )
+    return {"list_id": command.list_id, "campaign_id": record.campaign_id, "state": record.state}
+
+
+def subscribe(context: CommandContext, command: Subscribe) -> dict:
+    outcomes = _lists(context).subscribe(command.list_id, command.people, command.requested_by)
+    return _outcomes(outcomes)
+
+
+def unsubscribe(context: CommandContext, command: Unsubscribe) -> dict:
+    return _outcomes(_lists(context).unsubscribe(command.list_id, command.phones))
+
+
+def _outcomes(outcomes) -> dict:
+    tally: dict[str, int] = {}
+    for outcome in outcomes:
+        tally[outcome.outcome] = tally.get(outcome.outcome, 0) + 1
+    return {"outcomes": tally, "people": [o.as_dict() for o in outcomes]}
+
+
+def _e164(raw: str, region: str) -> str:
+    try:
+        return normalise(raw, region).e164
+    except InvalidPhone as invalid:
+        raise InvalidInput(f"phone is not valid: {invalid.reason.value}") from None
+
+
+def erase_phone(context: CommandContext, command: ErasePhone) -> dict:
+    return Erasure(context.store, context.settings).erase(_e164(command.phone, command.default_region))
+
+
+def export_consent(context: CommandContext, command: ExportConsent) -> dict:
+    phone = _e164(command.phone, command.default_region) if command.phone else None
+    return export_ledger(context.store, context.settings, phone)
+
+
 # ------------------------------------------------------------------------------------ checks that need context
 def _check_against_settings(context: CommandContext, fields: _CampaignFields, now: datetime) -> None:
     """What the schema cannot know: the deployment's sender ceiling, the clock, panels that exist."""
@@ -261,6 +383,11 @@ def _check_against_settings(context: CommandContext, fields: _CampaignFields, no
     for panel in fields.audience.panels if fields.audience else []:
         if not context.store.panel_exists(panel.panel_id):
             problems.append(f"audience.panels: panel {panel.panel_id} has no members (upload panels/{panel.panel_id}/<name>.csv first)")
+    for listed in fields.audience.lists if fields.audience else []:
+        try:
+            _lists(context).list_campaign(listed.list_id)
+        except NotFound:
+            problems.append(f"audience.lists: list {listed.list_id} does not exist (create_list first)")
     if problems:
         raise InvalidInput(f"{fields.command} is not valid", details=problems)
 
@@ -319,12 +446,11 @@ def cancel(context: CommandContext, command: CampaignCommand) -> dict:
 
 
 def campaign_status(context: CommandContext, command: CampaignCommand) -> dict:
-    return CampaignReport(context.store.campaign(command.campaign_id)).status()
+    return CampaignReport(context.store.campaign(command.campaign_id), context.store).status()
 
 
 def report(context: CommandContext, command: CampaignCommand) -> dict:
-    campaign = context.store.campaign(command.campaign_id)
-    return CampaignReport(campaign).report(context.store)
+    return CampaignReport(context.store.campaign(command.campaign_id), context.store).report()
 
 
 def export(context: CommandContext, command: CampaignCommand) -> dict:
@@ -377,6 +503,11 @@ COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, Any], dict]]
     "status": (CampaignCommand, campaign_status),
     "report": (CampaignCommand, report),
     "export": (CampaignCommand, export),
+    "create_list": (CreateList, create_list),
+    "subscribe": (Subscribe, subscribe),
+    "unsubscribe": (Unsubscribe, unsubscribe),
+    "erase_phone": (ErasePhone, erase_phone),
+    "export_consent": (ExportConsent, export_consent),
 }
 
 

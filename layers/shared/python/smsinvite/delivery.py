@@ -1,15 +1,22 @@
-"""Twilio status callbacks: the recipient's status moves forward only, and counts change once."""
+"""Twilio status callbacks: the recipient's status moves forward only, counts change once, and a
+number the carrier reports dead or opted out goes onto the suppression list."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
-from smsinvite.errors import InvalidInput, NotFound
-from smsinvite.observability import logger
+from smsinvite.consent import ConsentEntry, ConsentEvent, ConsentSource, SuppressionReason
+from smsinvite.errors import InvalidInput
+from smsinvite.observability import logger, mask_phone
+from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
-from smsinvite.store import Store
+from smsinvite.store import Store, utcnow
 from smsinvite.twilio_gateway import FormParams
+
+
+_RECIPIENT_ID = re.compile(r"^[0-9a-f]{24}$")
 
 
 class CallbackOutcome(str, Enum):
@@ -25,10 +32,13 @@ class StatusReport:
     message_sid: str
     status: Status
     error_code: int | None
+    to: str
 
     @classmethod
     def parse(cls, query: dict[str, str], form: FormParams) -> "StatusReport":
         problems = [f"query parameter {name} is missing" for name in ("c", "r", "a") if not query.get(name)]
+        if query.get("r") and not _RECIPIENT_ID.match(query["r"]):
+            problems.append("query parameter r is not a recipient id")
         for name in ("MessageSid", "MessageStatus"):
             if not form.first(name):
                 problems.append(f"form field {name} is missing")
@@ -50,16 +60,58 @@ class StatusReport:
             message_sid=form.first("MessageSid"),
             status=status,
             error_code=int(error_code) if error_code else None,
+            to=form.first("To"),
         )
 
 
-def apply_status_report(store: Store, report: StatusReport) -> CallbackOutcome:
-    try:
-        recipient = store.recipient(report.campaign_id, report.recipient_id)
-    except NotFound:
-        # Signed by Twilio, so it is ours; the recipient may have been erased since.
-        logger.warning("status callback for a recipient that no longer exists")
-        return CallbackOutcome.IGNORED
+# The status a message most likely has when Twilio reports the next one (callbacks mostly come in
+# order). A wrong guess costs one refused write, which returns the status DynamoDB holds.
+_LIKELY_BEFORE = {
+    Status.QUEUED: Status.CLAIMED,
+    Status.SENDING: Status.QUEUED,
+    Status.SENT: Status.SENDING,
+    Status.DELIVERED: Status.SENT,
+    Status.UNDELIVERED: Status.SENT,
+    Status.FAILED: Status.SENDING,
+}
+
+# The person replied STOP to the sender: Twilio refuses to text them (error 21610).
+OPTED_OUT_CODES = frozenset({21610})
+
+
+def suppression_for(error_code: int | None, settings: Settings) -> SuppressionReason | None:
+    """What an error code says about the number itself: opted out, dead for good, or nothing."""
+    if error_code in OPTED_OUT_CODES:
+        return SuppressionReason.OPTED_OUT
+    if error_code in settings.undeliverable_error_codes:
+        return SuppressionReason.UNDELIVERABLE
+    return None
+
+
+def suppress_for_error(
+    store: Store, settings: Settings, phone: str, error_code: int | None, *, message_sid: str | None = None
+) -> SuppressionReason | None:
+    """Put a number the carrier reports dead or opted out on the suppression list, with its ledger entry."""
+    reason = suppression_for(error_code, settings)
+    if reason is None or not phone:
+        return None
+    event = ConsentEvent.OPT_OUT if reason is SuppressionReason.OPTED_OUT else ConsentEvent.UNDELIVERABLE
+    entry = ConsentEntry(
+        phone=phone, event=event, source=ConsentSource.CARRIER_ERROR, at=utcnow(),
+        message_sid=message_sid, detail=f"twilio_{error_code}",
+    )
+    store.suppress(entry, reason)
+    logger.info("number suppressed on a carrier error", extra={"to": mask_phone(phone), "reason": reason.value,
+                                                               "error_code": error_code})
+    return reason
+
+
+def apply_status_report(store: Store, settings: Settings, report: StatusReport) -> CallbackOutcome:
+    """One conditional write in the common case: the message's status and its counter shard.
+
+    The write is conditioned on the status it moves from, so a callback repeated, delayed or
+    delivered twice at once (the same idempotency token) is applied once and counted once.
+    """
     changes = {
         "message_sid": report.message_sid,
         "unresolved_shard": None,
@@ -68,5 +120,13 @@ def apply_status_report(store: Store, report: StatusReport) -> CallbackOutcome:
     }
     if report.error_code is not None:
         changes["error_code"] = report.error_code
-    moved = store.transition(recipient, report.status, owned_by=report.attempt_id, **changes)
-    return CallbackOutcome.APPLIED if moved else CallbackOutcome.IGNORED
+    likely = store.guess(report.campaign_id, report.recipient_id, _LIKELY_BEFORE[report.status], report.attempt_id)
+    moved = store.transition(likely, report.status, owned_by=report.attempt_id, **changes)
+    if moved is None:
+        return CallbackOutcome.IGNORED
+    if report.error_code is not None:
+        # Expected outcomes of sending to real people: info, not error.
+        logger.info("Twilio reported a failed message", extra={"status": report.status.value,
+                                                               "error_code": report.error_code})
+        suppress_for_error(store, settings, report.to, report.error_code, message_sid=report.message_sid)
+    return CallbackOutcome.APPLIED

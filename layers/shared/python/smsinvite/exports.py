@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from smsinvite import aws_clients
+from smsinvite.consent import LEDGER_COLUMNS
 from smsinvite.reports import REPORTS_PREFIX, JoinedChunks, csv_text
 from smsinvite.settings import Settings
 from smsinvite.status import Status
@@ -21,11 +22,12 @@ _EXPORT_COLUMNS = (
 
 
 class CampaignReport:
-    def __init__(self, campaign: CampaignRecord) -> None:
+    def __init__(self, campaign: CampaignRecord, store: Store) -> None:
         self.campaign = campaign
+        self.store = store
 
     def counts(self) -> dict[str, int]:
-        return {status.value: int(getattr(self.campaign, f"count_{status.value}") or 0) for status in Status}
+        return {status.value: n for status, n in self.store.counts(self.campaign.campaign_id).items()}
 
     def status(self) -> dict:
         campaign, counts = self.campaign, self.counts()
@@ -56,9 +58,9 @@ class CampaignReport:
             body["last_error"] = campaign.last_error
         return body
 
-    def report(self, store: Store) -> dict:
+    def report(self) -> dict:
         """The status, what became of every recipient by reason, and the preview it was sent from."""
-        campaign = self.campaign
+        campaign, store = self.campaign, self.store
         reasons: Counter = Counter()
         deferred: list[str] = []
         for recipient in store.t.recipients.query(
@@ -135,6 +137,31 @@ def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord
 
     aws_clients.client("s3").upload_fileobj(JoinedChunks(chunks()), settings.imports_bucket, key)
     return {"campaign_id": campaign_id, "bucket": settings.imports_bucket, "key": key, "rows": rows}
+
+
+def export_ledger(store: Store, settings: Settings, phone: str | None = None) -> dict:
+    """The consent ledger as CSV under reports/consent/: one number's (oldest first), or everyone's."""
+    entries = store.consent_of(phone) if phone else store.t.consent.scan()
+    stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+    key = f"{REPORTS_PREFIX}consent/ledger-{stamp}.csv"
+    rows = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal rows
+        yield csv_text([list(LEDGER_COLUMNS)]).encode("utf-8")
+        batch = []
+        for entry in entries:
+            batch.append([entry.at.isoformat() if column == "at" else getattr(entry, column) or ""
+                          for column in LEDGER_COLUMNS])
+            rows += 1
+            if len(batch) == 500:
+                yield csv_text(batch).encode("utf-8")
+                batch = []
+        if batch:
+            yield csv_text(batch).encode("utf-8")
+
+    aws_clients.client("s3").upload_fileobj(JoinedChunks(chunks()), settings.imports_bucket, key)
+    return {"bucket": settings.imports_bucket, "key": key, "rows": rows}
 
 
 def _cell(recipient, column: str) -> object:

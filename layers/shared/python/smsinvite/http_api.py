@@ -7,18 +7,28 @@ unexpected exception; those propagate, and API Gateway answers 500.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from smsinvite.errors import ConfigurationError, ForbiddenSignature, SmsInviteError
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from smsinvite import aws_clients
+from smsinvite.errors import ConfigurationError, ForbiddenSignature, SmsInviteError, TemporarilyUnavailable
 from smsinvite.observability import logger
 from smsinvite.settings import Settings
 from smsinvite.twilio_gateway import FormParams, auth_token, signature_is_valid
 
-TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# Twilio retries a webhook with the same I-Twilio-Idempotency-Token for up to a day.
+DELIVERY_MEMORY_SECONDS = 24 * 3600
 
 
 def http_app() -> APIGatewayHttpResolver:
@@ -43,6 +53,7 @@ def http_app() -> APIGatewayHttpResolver:
 class TwilioWebhook:
     query: dict[str, str]
     form: FormParams
+    idempotency_token: str
 
 
 def verified_twilio_webhook(event: APIGatewayProxyEventV2, settings: Settings, route_path: str) -> TwilioWebhook:
@@ -57,4 +68,31 @@ def verified_twilio_webhook(event: APIGatewayProxyEventV2, settings: Settings, r
     signature = event.headers.get("x-twilio-signature")
     if not signature_is_valid(auth_token(settings), url, form, signature):
         raise ForbiddenSignature("the request signature does not match")
-    return TwilioWebhook(query=dict(parse_qsl(raw_query, keep_blank_values=True)), form=form)
+    return TwilioWebhook(
+        query=dict(parse_qsl(raw_query, keep_blank_values=True)),
+        form=form,
+        idempotency_token=event.headers.get("i-twilio-idempotency-token") or "",
+    )
+
+
+def once_per_delivery(settings: Settings, key: str, process: Callable[[], dict], lambda_context=None) -> dict:
+    """Run `process` once per delivery key; a repeat gets the first run's result.
+
+    Powertools keeps the key in the idempotency table: a concurrent repeat finds it in progress and
+    is answered 503, so Twilio tries again later; a run that raised leaves no record, so the retry runs.
+    """
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.idempotency_table, boto3_client=aws_clients.client("dynamodb")
+    )
+    config = IdempotencyConfig(
+        event_key_jmespath="key", expires_after_seconds=DELIVERY_MEMORY_SECONDS, lambda_context=lambda_context
+    )
+
+    @idempotent_function(data_keyword_argument="delivery", persistence_store=persistence, config=config)
+    def run(delivery: dict) -> dict:
+        return process()
+
+    try:
+        return run(delivery={"key": key})
+    except IdempotencyAlreadyInProgressError:
+        raise TemporarilyUnavailable("this delivery is being processed; try again") from None

@@ -34,9 +34,10 @@ from smsinvite.phones import InvalidPhone, LineType, Phone, normalise
 from smsinvite.queues import Queue
 from smsinvite.reports import Rejected, RejectedRowsReport
 from smsinvite.settings import Settings
+from smsinvite.consent import ConsentEvent, ConsentSource, SuppressionReason
 from smsinvite.status import Status
-from smsinvite.store import Store, _is_condition_failure, recipient_id_for, utcnow
-from smsinvite.tables import CampaignRecord, ImportRecord, counter, raw_item
+from smsinvite.store import Store, _is_condition_failure, count_shard, recipient_id_for, utcnow
+from smsinvite.tables import CampaignRecord, ImportRecord, raw_item
 
 CHUNK_ROWS = 100
 # Lists entered by hand are kept here as CSVs; the prefix triggers nothing.
@@ -229,7 +230,7 @@ class RecipientSink:
         campaign_id = self.campaign.campaign_id
         recipients = self.store.t.recipients
         existing = {r.recipient_id: r for r in self.batches.get(recipients, [(campaign_id, rid) for rid in candidates])}
-        suppressed = {s.phone for s in self.batches.get(self.store.t.suppressions, [(p.e164,) for _, p in candidates.values()])}
+        suppressed = self.store.suppressed_among(self.batches, {p.e164 for _, p in candidates.values()})
         now = utcnow()
         new = []
         for recipient_id, (row, phone) in candidates.items():
@@ -261,7 +262,7 @@ class RecipientSink:
                     )
                 )
             result.outcomes["suppressed" if status is Status.SKIPPED_OPTED_OUT else "imported"] += 1
-            result.status_deltas[status] += 1
+            result.status_deltas[(count_shard(recipient_id), status)] += 1
         self.batches.put(recipients, new)
         return result
 
@@ -350,12 +351,13 @@ class SuppressionSink:
     def process(self, rows: list[Row]) -> ChunkResult:
         result = ChunkResult()
         candidates = screen_phones(rows, self.region, result)
-        suppressions = self.store.t.suppressions
-        existing = {s.phone: s for s in self.batches.get(suppressions, [(e164,) for e164 in candidates])}
+        store, suppressions = self.store, self.store.t.suppressions
+        keys = {e164: store.phone_key(e164) for e164 in candidates}
+        existing = {s.subject: s for s in self.batches.get(suppressions, [(key,) for key in keys.values()])}
         now = utcnow()
-        new = []
+        new, ledger = [], []
         for e164, (row, _) in candidates.items():
-            earlier = existing.get(e164)
+            earlier = existing.get(keys[e164])
             if earlier is not None and not written_by(earlier, self.import_id, row):
                 result.outcomes["already_suppressed"] += 1  # keeps its first reason (an opt-out stays an opt-out)
                 continue
@@ -363,10 +365,20 @@ class SuppressionSink:
             if earlier is None:
                 new.append(
                     raw_item(
-                        suppressions, phone=e164, reason="blocklist", source="import", created_at=now,
-                        import_id=self.import_id, row_number=row.number,
+                        suppressions, subject=keys[e164], phone=e164, reason=SuppressionReason.BLOCKLIST.value,
+                        source=ConsentSource.IMPORT.value, created_at=now, import_id=self.import_id,
+                        row_number=row.number,
                     )
                 )
+                # The ledger entry's key is its row, so a resumed import writes it again in place.
+                ledger.append(
+                    raw_item(
+                        store.t.consent, subject=keys[e164], entry=f"{now.date().isoformat()}#{self.import_id}#{row.number}",
+                        phone=e164, event=ConsentEvent.OPT_OUT.value, source=ConsentSource.IMPORT.value, at=now,
+                        detail=f"blocklist import {self.import_id} row {row.number}",
+                    )
+                )
+        self.batches.put(store.t.consent, ledger)
         self.batches.put(suppressions, new)
         return result
 
@@ -409,6 +421,17 @@ def rows_from_panel(store: Store, panel_id: str, after_phone: str | None, start_
     for member in panels.query(panel_id, last_evaluated_key=start_key, consistent_read=True):
         number += 1
         yield Row(number, member.phone, member.region, member.fields.as_dict(), member.phone)
+
+
+def rows_from_list(store: Store, list_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
+    """A subscription list's active subscribers, as rows (only those who confirmed with YES)."""
+    subscriptions = store.t.subscriptions
+    start_key = {"list_id": {"S": list_id}, "phone": {"S": after_phone}} if after_phone else None
+    number = start_row
+    for member in subscriptions.query(list_id, last_evaluated_key=start_key, consistent_read=True):
+        number += 1
+        if member.state == "active":
+            yield Row(number, member.phone, member.region, member.fields.as_dict(), member.phone)
 
 
 # ---------------------------------------------------------------------------------------- runner
@@ -501,10 +524,13 @@ class ImportRunner:
         created = self._create(record)
         return (record if created else imports.get(record.import_id, consistent_read=True)), created
 
-    def register_panel(self, campaign_id: str, panel_id: str, request_id: str) -> tuple[ImportRecord, bool]:
+    def register_panel(
+        self, campaign_id: str, panel_id: str, request_id: str, *, kind: str = "panel"
+    ) -> tuple[ImportRecord, bool]:
+        """Import a panel's members, or (kind "list") a subscription list's active subscribers."""
         record = self.store.t.imports(
-            _import_id("panel", campaign_id, panel_id, request_id),
-            kind=ImportKind.RECIPIENTS.value, source="panel", campaign_id=campaign_id, panel_id=panel_id,
+            _import_id(kind, campaign_id, panel_id, request_id),
+            kind=ImportKind.RECIPIENTS.value, source=kind, campaign_id=campaign_id, panel_id=panel_id,
             started_at=utcnow(), updated_at=utcnow(),
         )
         created = self._create(record)
@@ -581,6 +607,8 @@ class ImportRunner:
     def _rows(self, record: ImportRecord) -> Iterator[Row]:
         if record.source == "panel":
             return rows_from_panel(self.store, record.panel_id, record.position, int(record.rows_processed))
+        if record.source == "list":
+            return rows_from_list(self.store, record.panel_id, record.position, int(record.rows_processed))
         key_headers = CODE_HEADERS if record.kind == ImportKind.TOKENS.value else None
         return csv_rows_from_s3(record, key_headers=key_headers)
 
@@ -617,6 +645,8 @@ class ImportRunner:
                         actions=self._campaign_actions(progress) + [campaigns.import_lease_until.set(_lease_until())],
                         condition=campaigns.import_lease == record.import_id,
                     )
+                    for shard, actions in self.store.count_actions(record.campaign_id, progress.status_deltas):
+                        transaction.update(shard, actions=actions)
         except TransactWriteError as error:
             if _is_condition_failure(error):
                 return False
@@ -630,8 +660,8 @@ class ImportRunner:
 
     def _campaign_actions(self, progress: "_Progress") -> list:
         campaigns = self.store.t.campaigns
-        actions = [counter(campaigns, status).add(n) for status, n in progress.status_deltas.items() if n]
-        if actions:  # new recipients: a preparation made before them is no longer current
+        actions = []
+        if any(progress.status_deltas.values()):  # new recipients: a preparation made before them is no longer current
             actions.append(campaigns.revision.add(1))
         invalid = sum(n for reason, n in progress.outcomes.items() if reason.startswith("invalid:"))
         for attribute, n in (

@@ -23,10 +23,12 @@ def short_link(settings: Settings, code: str) -> str:
     return f"{settings.require_webhook_base_url()}{SHORT_LINK_PATH}{code}"
 
 
-def invitation_text(template: str, fields: Mapping[str, str], code: str, settings: Settings) -> str:
-    """Raises MissingField when a field without a default has no value."""
+def invitation_text(template: str, fields: Mapping[str, str], code: str | None, settings: Settings) -> str:
+    """Raises MissingField when a field without a default has no value. Without a code (a list's
+    confirmation) there is no code or link to fill in."""
     own = {name: value for name, value in fields.items() if name not in SYSTEM_FIELDS}
-    return render(template_as_sent(template, settings), {**own, "code": code, "link": short_link(settings, code)})
+    system = {"code": code, "link": short_link(settings, code)} if code else {}
+    return render(template_as_sent(template, settings), {**own, **system})
 
 
 def missing_field(template: str, fields: Mapping[str, str], settings: Settings) -> str | None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from smsinvite.campaigns import CampaignState, InvalidTransition, Recurrence, require
 from smsinvite.errors import Conflict
 from smsinvite.queues import Queue
+from smsinvite.status import Status
 from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord
 
@@ -29,8 +30,8 @@ class ImportRunning(Conflict):
     code = "import_running"
 
 
-def _zero(attribute):
-    return attribute.does_not_exist() | (attribute == 0)
+# Recipients of a run that still wait to be sent or to have their send settled.
+WAITING_TO_SEND = (Status.IMPORTED, Status.CLAIMED, Status.UNKNOWN)
 
 
 def complete_if_done(store: Store, campaign: CampaignRecord, now: datetime | None = None) -> CampaignRecord | None:
@@ -38,8 +39,17 @@ def complete_if_done(store: Store, campaign: CampaignRecord, now: datetime | Non
 
     One conditional write, so the last sender and the scheduler can both try: one wins. A recurring
     campaign then waits for its next run; any other is completed.
+
+    The counts are read first, shard by shard. Once a run's dispatch is done nothing enters the
+    waiting states (imports wait for another state; a claim released or an unknown reset moves within
+    them), so shards read at zero one after another mean the run was done when the last was read.
     """
     now = now or utcnow()
+    if int(campaign.dispatch_done or -1) != int(campaign.run) or campaign.state != S.SENDING.value:
+        return None
+    counts = store.counts(campaign.campaign_id)
+    if any(counts[status] for status in WAITING_TO_SEND):
+        return None
     campaigns = store.t.campaigns
     run = int(campaign.run)
     recurrence = Recurrence.from_json(campaign.recurrence)
@@ -54,9 +64,6 @@ def complete_if_done(store: Store, campaign: CampaignRecord, now: datetime | Non
         (campaigns.state == S.SENDING.value)
         & (campaigns.run == run)
         & (campaigns.dispatch_done == run)
-        & _zero(campaigns.count_imported)
-        & _zero(campaigns.count_claimed)
-        & _zero(campaigns.count_unknown)
     )
     return store.change_campaign(campaign.campaign_id, actions, condition)
 

@@ -26,6 +26,8 @@ class LineType(str, Enum):
     MOBILE = "mobile"
     FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"
     LANDLINE = "landline"
+    # Premium-rate and shared-cost numbers: texting them is how SMS pumping makes money.
+    PREMIUM_RATE = "premium_rate"
     # VoIP, personal numbers, pagers and types phonenumbers cannot tell: not excluded, Twilio decides.
     OTHER = "other"
 
@@ -34,6 +36,8 @@ _LINE_TYPES = {
     PhoneNumberType.MOBILE: LineType.MOBILE,
     PhoneNumberType.FIXED_LINE_OR_MOBILE: LineType.FIXED_LINE_OR_MOBILE,
     PhoneNumberType.FIXED_LINE: LineType.LANDLINE,
+    PhoneNumberType.PREMIUM_RATE: LineType.PREMIUM_RATE,
+    PhoneNumberType.SHARED_COST: LineType.PREMIUM_RATE,
 }
 
 _IMPOSSIBLE = {

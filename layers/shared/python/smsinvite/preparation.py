@@ -197,11 +197,11 @@ class Preparer:
             request = self.store.campaign(campaign.campaign_id).audience_request or request
         waiting = []
         for panel in panels:
-            record, new = self.runner.register_panel(campaign.campaign_id, panel.panel_id, request)
+            record, new = self.runner.register_panel(campaign.campaign_id, panel.panel_id, request, kind=panel.kind)
             if record.state == "running":
                 summary = self.runner.run(record.import_id, time_left=time_left, margin=margin)
                 if summary.state == "running":
-                    waiting.append(f"the import of panel {panel.panel_id} ({summary.rows} rows so far)")
+                    waiting.append(f"the import of {panel.kind} {panel.panel_id} ({summary.rows} rows so far)")
         return tuple(waiting)
 
     # ------------------------------------------------------------------ 2. the audience holds still
@@ -259,7 +259,7 @@ class Preparer:
         tally.already_invited = sum(1 for r in page if r.status not in _NOT_INVITED)
         if not pending:
             return tally
-        suppressed = {s.phone for s in self.batches.get(self.store.t.suppressions, [(r.phone,) for r in pending])}
+        suppressed = self.store.suppressed_among(self.batches, {r.phone for r in pending})
         audience = Audience.from_json(campaign.audience)
         invited: list[tuple[RecipientRecord, str]] = []
         for recipient in pending:
@@ -431,7 +431,7 @@ class Preparer:
             "duplicate": int(campaign.rows_duplicate or 0),
             "invalid": int(campaign.rows_invalid or 0),
             "landline": int(campaign.rows_landline or 0),
-            "suppressed": int(campaign.count_skipped_opted_out or 0),
+            "suppressed": self.store.counts(campaign.campaign_id)[Status.SKIPPED_OPTED_OUT],
         }
         return {reason: n for reason, n in counts.items() if n}
 
@@ -459,8 +459,8 @@ _NOT_INVITED = frozenset(
 
 
 def source_of(record: ImportRecord) -> tuple[str, str | None]:
-    if record.source == "panel":
-        return f"panel {record.panel_id}", record.panel_id
+    if record.source in ("panel", "list"):
+        return f"{record.source} {record.panel_id}", record.panel_id
     if record.source == "manual":
         return "add_recipients", None
     return f"file {PurePosixPath(record.key or '').name}", None

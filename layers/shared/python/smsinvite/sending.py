@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smsinvite.batches import DynamoBatches
 from smsinvite.campaigns import CampaignState
+from smsinvite.delivery import suppress_for_error
 from smsinvite.dispatch import left_out_status
 from smsinvite.errors import NotFound
 from smsinvite.invitations import invitation_text
@@ -50,8 +51,6 @@ from smsinvite.throttle import LATE_BUDGET, Busy, lanes_for
 from smsinvite.twilio_gateway import ErrorKind, TwilioGateway, TwilioSendError
 
 STATUS_CALLBACK_PATH = "/twilio/status"
-# Twilio error codes that mean the number itself must not be texted again.
-OPTED_OUT_CODES = frozenset({21610})
 # The longest a record waits for its slot inside an invocation; longer waits go back to the queue.
 MAX_INLINE_WAIT = 5.0
 # SQS delays a message by at most 15 minutes; a longer deferral parks the recipient instead.
@@ -170,8 +169,9 @@ class InvitationSender:
                 campaigns[campaign_id] = store.campaign(campaign_id)
             except NotFound:
                 campaigns[campaign_id] = None
-        phones = {(r.phone,) for r in found.values() if r.status == Status.IMPORTED.value}
-        suppressed = {s.phone for s in self.batches.get(store.t.suppressions, list(phones))}
+        suppressed = store.suppressed_among(
+            self.batches, {r.phone for r in found.values() if r.status == Status.IMPORTED.value}
+        )
         plans = [
             self._decide(request, found.get((request.campaign_id, request.recipient_id)),
                          campaigns[request.campaign_id], suppressed, now)
@@ -192,7 +192,7 @@ class InvitationSender:
             return _decided(plan, SendOutcome.CANCELLED, "campaign_cancelled")
         if state is not CampaignState.SENDING:
             return _decided(plan, SendOutcome.HELD)
-        if recipient.exclusion or not recipient.code:
+        if recipient.exclusion or (not recipient.code and campaign.kind != "list"):
             return _decided(plan, SendOutcome.EXCLUDED, recipient.exclusion or "not_prepared")
         if recipient.phone in suppressed:
             return _decided(plan, SendOutcome.SKIPPED_OPTED_OUT, "suppressed")
@@ -376,8 +376,7 @@ class InvitationSender:
                 failure_reason=error.reason,
                 unresolved_shard=None,
             )
-            if error.code in OPTED_OUT_CODES:
-                store.suppress(claimed.phone, reason="opted_out", source="carrier_error")
+            suppress_for_error(store, self.settings, claimed.phone, error.code)
             logger.info("Twilio refused the message", extra=log)
             return SendOutcome.FAILED
         store.transition(claimed, Status.UNKNOWN, owned_by=attempt_id, failure_reason=error.reason)

@@ -16,6 +16,7 @@ from smsinvite.errors import ConfigurationError
 
 _TABLES = {
     "campaigns_table": "CAMPAIGNS_TABLE",
+    "counts_table": "COUNTS_TABLE",
     "recipients_table": "RECIPIENTS_TABLE",
     "imports_table": "IMPORTS_TABLE",
     "codes_table": "CODES_TABLE",
@@ -24,7 +25,17 @@ _TABLES = {
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "panels_table": "PANELS_TABLE",
     "throttle_table": "THROTTLE_TABLE",
+    "consent_table": "CONSENT_TABLE",
+    "subscriptions_table": "SUBSCRIPTIONS_TABLE",
+    "limits_table": "LIMITS_TABLE",
 }
+
+# Carrier and API errors that mean a number is dead or unreachable for good.
+DEFAULT_UNDELIVERABLE_CODES = "30005,30006,21211,21614"
+DEFAULT_ALLOWED_COUNTRIES = "US,CA,GB,IE,DE,FR,NL,ES,IT,AU,NZ"
+DEFAULT_HELP_TEXT = "Survey invitations by SMS. Reply STOP to opt out, START to opt back in. Msg&data rates may apply."
+DEFAULT_OPT_OUT_REPLY = "You are unsubscribed and will get no more messages from us. Reply START to opt back in."
+DEFAULT_OPT_IN_REPLY = "You are subscribed again. Reply STOP to opt out."
 
 
 # Illustrative list prices per outbound segment; deployments set PRICE_PER_SEGMENT to their own.
@@ -56,9 +67,33 @@ def _prices(raw: str, problems: list[str]) -> dict[str, float]:
     return {str(country): float(price) for country, price in prices.items()}
 
 
+def _codes(raw: str, problems: list[str]) -> frozenset[int]:
+    words = [w for w in re.split(r"[\s,]+", raw.strip()) if w]
+    if not all(w.isdigit() for w in words):
+        problems.append(f"UNDELIVERABLE_ERROR_CODES must be Twilio error codes separated by commas, got {raw!r}")
+        return frozenset()
+    return frozenset(int(w) for w in words)
+
+
+def _countries(raw: str, problems: list[str]) -> frozenset[str]:
+    words = [w.upper() for w in re.split(r"[\s,]+", raw.strip()) if w]
+    bad = [w for w in words if not _COUNTRY.match(w)]
+    if bad or not words:
+        problems.append(f"ALLOWED_COUNTRIES must be ISO country codes separated by commas, got {raw!r}")
+    return frozenset(w for w in words if _COUNTRY.match(w))
+
+
+def _flag(raw: str, name: str, problems: list[str]) -> bool:
+    value = raw.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        problems.append(f"{name} must be true or false, got {raw!r}")
+    return value in ("true", "1", "yes")
+
+
 @dataclass(frozen=True)
 class Settings:
     campaigns_table: str
+    counts_table: str
     recipients_table: str
     imports_table: str
     codes_table: str
@@ -97,6 +132,29 @@ class Settings:
     opt_out_footer: str = "Reply STOP to opt out"
     # The preview warns about messages longer than this many segments.
     max_segments_warning: int = 2
+    consent_table: str = ""
+    subscriptions_table: str = ""
+    limits_table: str = ""
+    # Secrets Manager secret whose value keys the hash that stands for a number (suppressions, ledger).
+    phone_hash_key_secret: str = ""
+    # Error codes that put a number on the suppression list as undeliverable.
+    undeliverable_error_codes: frozenset[int] = frozenset(int(c) for c in DEFAULT_UNDELIVERABLE_CODES.split(","))
+    # Inbound keywords beyond the standard ones, and what a polite phrasing ("please stop") does.
+    opt_out_keywords: str = "ARRET,STOPP,AFMELDEN"
+    opt_in_keywords: str = ""
+    help_keywords: str = ""
+    polite_opt_out: str = "opt_out"
+    help_text: str = DEFAULT_HELP_TEXT
+    opt_out_reply: str = DEFAULT_OPT_OUT_REPLY
+    opt_in_reply: str = DEFAULT_OPT_IN_REPLY
+    # Twilio's (Advanced) Opt-Out answers its standard keywords itself; then we do not answer them again.
+    twilio_answers_keywords: bool = True
+    # Double opt-in: how long a subscription waits for its YES.
+    subscription_confirm_hours: int = 24
+    # SMS-pumping protection for anything that texts a number it was given (subscribe).
+    allowed_countries: frozenset[str] = frozenset(DEFAULT_ALLOWED_COUNTRIES.split(","))
+    subscribe_limit_per_number: int = 3  # per day
+    subscribe_limit_per_caller: int = 100  # per hour
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -145,7 +203,25 @@ class Settings:
             price_currency=(env.get("PRICE_CURRENCY", "").strip() or "USD").upper(),
             opt_out_footer=env.get("OPT_OUT_FOOTER", "").strip() or "Reply STOP to opt out",
             max_segments_warning=number("MAX_SEGMENTS_WARNING", "2"),
+            phone_hash_key_secret=required("PHONE_HASH_KEY_SECRET"),
+            undeliverable_error_codes=_codes(env.get("UNDELIVERABLE_ERROR_CODES", DEFAULT_UNDELIVERABLE_CODES), problems),
+            opt_out_keywords=env.get("OPT_OUT_KEYWORDS", "ARRET,STOPP,AFMELDEN").strip(),
+            opt_in_keywords=env.get("OPT_IN_KEYWORDS", "").strip(),
+            help_keywords=env.get("HELP_KEYWORDS", "").strip(),
+            polite_opt_out=env.get("POLITE_OPT_OUT", "").strip().lower() or "opt_out",
+            help_text=env.get("HELP_TEXT", "").strip() or DEFAULT_HELP_TEXT,
+            opt_out_reply=env.get("OPT_OUT_REPLY", "").strip() or DEFAULT_OPT_OUT_REPLY,
+            opt_in_reply=env.get("OPT_IN_REPLY", "").strip() or DEFAULT_OPT_IN_REPLY,
+            twilio_answers_keywords=_flag(env.get("TWILIO_ANSWERS_KEYWORDS", "true"), "TWILIO_ANSWERS_KEYWORDS", problems),
+            subscription_confirm_hours=number("SUBSCRIPTION_CONFIRM_HOURS", "24"),
+            allowed_countries=_countries(env.get("ALLOWED_COUNTRIES", DEFAULT_ALLOWED_COUNTRIES), problems),
+            subscribe_limit_per_number=number("SUBSCRIBE_LIMIT_PER_NUMBER", "3"),
+            subscribe_limit_per_caller=number("SUBSCRIBE_LIMIT_PER_CALLER", "100"),
         )
+        try:
+            settings.keyword_policy()
+        except ValueError as exc:
+            problems.append(str(exc))
         sid = settings.twilio_account_sid
         if sid and not (sid.startswith("AC") and len(sid) == 34):
             problems.append("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
@@ -156,6 +232,14 @@ class Settings:
         if problems:
             raise ConfigurationError("; ".join(problems))
         return settings
+
+    def keyword_policy(self):
+        from smsinvite.keywords import KeywordPolicy
+
+        return KeywordPolicy.parse(
+            opt_out=self.opt_out_keywords, opt_in=self.opt_in_keywords, help=self.help_keywords,
+            polite=self.polite_opt_out,
+        )
 
     def require_webhook_base_url(self) -> str:
         """Signatures and callback URLs need the public URL; refuse to guess it from the request."""

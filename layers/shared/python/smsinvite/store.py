@@ -1,33 +1,57 @@
 """Storage adapter: every DynamoDB read and write the domain needs, behind named operations.
 
-A recipient's status changes in one transaction with the campaign's per-status counters, under a
-condition on the status it had when read. A change that lost a race is re-read and decided again,
-so counters move exactly once per real transition, however often a callback is delivered.
+A recipient's status changes in one transaction with its counter shard, under a condition on the
+status it had when decided. A change that lost a race learns the status DynamoDB holds from the
+refusal and is decided again, so counters move exactly once per real transition, however often a
+callback is delivered. A campaign's counts are the sum of its shards.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+import hmac
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 
+from smsinvite.aws_clients import secrets_provider
+from smsinvite.consent import LIFTED_BY_START, ConsentEntry, SuppressionReason
 from smsinvite.errors import Conflict, NotFound
 from smsinvite.phones import Phone
 from smsinvite.settings import Settings
 from smsinvite.status import Status, moves_forward
-from smsinvite.tables import CampaignRecord, ImportRecord, RecipientRecord, Tables, counter, tables
+from smsinvite.tables import (
+    CampaignRecord,
+    ConsentRecord,
+    ImportRecord,
+    RecipientRecord,
+    SuppressionRecord,
+    Tables,
+    counter,
+    tables,
+)
 
 UNRESOLVED_SHARDS = 4
+# Counter shards per campaign: at 100 messages a second and four moves each, about 25 writes a
+# second land on each, well clear of one item's limits and of transaction conflicts.
+COUNT_SHARDS = 16
 DUE_SHARD = "due"
 _MAX_RACE_RETRIES = 8
+SECRET_MAX_AGE_SECONDS = 300
 
 
 def unresolved_shard(recipient_id: str) -> str:
     return str(int(recipient_id[:8], 16) % UNRESOLVED_SHARDS)
+
+
+def count_shard(recipient_id: str) -> int:
+    """The counter shard a recipient always counts in."""
+    return int(recipient_id[8:16], 16) % COUNT_SHARDS
 
 
 def utcnow() -> datetime:
@@ -41,7 +65,8 @@ def recipient_id_for(campaign_id: str, e164: str) -> str:
 
 def _after(recipient: RecipientRecord, new: Status, changes: dict) -> RecipientRecord:
     """The recipient as the transition wrote it, without reading it back."""
-    written = type(recipient).from_raw_data(recipient.serialize())
+    # null_check off: a guessed recipient (a status callback's) has only its keys and status.
+    written = type(recipient).from_raw_data(recipient.serialize(null_check=False))
     written.status, written.status_rank = new.value, new.rank
     for name, value in changes.items():
         setattr(written, name, value)
@@ -136,6 +161,22 @@ class Store:
         for key in imports.by_campaign.query(campaign_id):
             yield imports.get(key.import_id, consistent_read=True)
 
+    def counts(self, campaign_id: str) -> dict[Status, int]:
+        """The campaign's recipients per status: the sum of its counter shards, read consistently."""
+        totals = dict.fromkeys(Status, 0)
+        for shard in self.t.counts.query(campaign_id, consistent_read=True):
+            for status in Status:
+                totals[status] += int(getattr(shard, f"count_{status.value}") or 0)
+        return totals
+
+    def count_actions(self, campaign_id: str, deltas: Mapping[tuple[int, Status], int]) -> list[tuple]:
+        """Counter updates for a batch of recipients: (the shard item, its ADD actions), per shard."""
+        by_shard: dict[int, list] = {}
+        for (shard, status), n in deltas.items():
+            if n:
+                by_shard.setdefault(shard, []).append(counter(self.t.counts, status).add(n))
+        return [(self.t.counts(campaign_id, shard), actions) for shard, actions in sorted(by_shard.items())]
+
     # ------------------------------------------------------------------ recipients
     def recipient(self, campaign_id: str, recipient_id: str) -> RecipientRecord:
         try:
@@ -144,12 +185,13 @@ class Store:
             raise NotFound("recipient does not exist") from None
 
     def add_recipient(
-        self, campaign_id: str, phone: Phone, fields: Mapping[str, str], *, import_id: str, row_number: int
+        self, campaign_id: str, phone: Phone, fields: Mapping[str, str], *, import_id: str, row_number: int,
+        recipient_id: str | None = None,
     ) -> bool:
         """Store a new recipient; False when the campaign already has this number (first one wins)."""
         record = self.t.recipients(
             campaign_id,
-            recipient_id_for(campaign_id, phone.e164),
+            recipient_id or recipient_id_for(campaign_id, phone.e164),
             phone=phone.e164,
             region=phone.region,
             line_type=phone.line_type.value,
@@ -158,11 +200,13 @@ class Store:
             row_number=row_number,
             updated_at=utcnow(),
         )
-        campaigns = self.t.campaigns
         try:
             with TransactWrite(connection=self._connection()) as transaction:
                 transaction.save(record, condition=self.t.recipients.recipient_id.does_not_exist())
-                transaction.update(campaigns(campaign_id), actions=[counter(campaigns, Status.IMPORTED).add(1)])
+                transaction.update(
+                    self.t.counts(campaign_id, count_shard(record.recipient_id)),
+                    actions=[counter(self.t.counts, Status.IMPORTED).add(1)],
+                )
         except TransactWriteError as exc:
             if _is_condition_failure(exc):
                 return False
@@ -198,7 +242,9 @@ class Store:
 
         Forward moves only, except the pre-send resets named in `backward_from` (a released claim,
         an unknown that Twilio confirmed it never received). With `owned_by`, only the send attempt
-        that claimed the recipient may move it. Returns the re-read recipient, or None if refused.
+        that claimed the recipient may move it. `recipient` may be a guess (keys and a likely status,
+        as a status callback has): a wrong guess costs one refused write, which returns the item as
+        it is. Returns the recipient as written, or None if the move is refused or it no longer exists.
         """
         current = recipient
         for _ in range(_MAX_RACE_RETRIES):
@@ -206,10 +252,17 @@ class Store:
             allowed = moves_forward(old, new) or old in backward_from
             if not allowed or (owned_by is not None and current.attempt_id != owned_by):
                 return None
-            if self._write_transition(current, old, new, owned_by, changes):
+            written, seen = self._write_transition(current, old, new, owned_by, changes)
+            if written:
                 return _after(current, new, changes)
-            current = self.recipient(current.campaign_id, current.recipient_id)
+            current = seen if seen is not None else self._reread(current)
+            if current is None:
+                return None
         raise Conflict("recipient status kept changing; giving up this attempt")
+
+    def guess(self, campaign_id: str, recipient_id: str, status: Status, attempt_id: str | None) -> RecipientRecord:
+        """A recipient known only by its keys, with the status it most likely has, for `transition`."""
+        return self.t.recipients(campaign_id, recipient_id, status=status.value, attempt_id=attempt_id)
 
     def claim(self, recipient: RecipientRecord, **changes) -> tuple[RecipientRecord | None, str | None]:
         """imported -> claimed, in one transaction that also requires, at this very moment, that the
@@ -222,19 +275,24 @@ class Store:
                 unless_suppressed=recipient.phone,
             )
         except TransactWriteError as exc:
-            # PynamoDB sends condition checks before updates: the suppression, the recipient, the campaign.
+            # PynamoDB sends condition checks before updates: the campaign, the suppression, the recipient.
             reasons = [r.code if r is not None else None for r in exc.cancellation_reasons]
             failed = [i for i, code in enumerate(reasons) if code == "ConditionalCheckFailed"]
             if not failed:
                 raise
-            return None, ("suppressed", "taken", "campaign")[failed[0]]
+            return None, ("campaign", "suppressed", "taken")[failed[0]]
         return _after(recipient, Status.CLAIMED, changes), None
 
     def _write_transition(
         self, current, old: Status, new: Status, owned_by, changes: dict, *,
         campaign_sending: bool = False, unless_suppressed: str | None = None,
-    ) -> bool:
-        recipients, campaigns = self.t.recipients, self.t.campaigns
+    ) -> tuple[bool, RecipientRecord | None]:
+        """One transaction: the recipient under its condition, and its counter shard.
+
+        (True, None) when written; (False, the recipient as DynamoDB holds it) when the condition
+        failed, or (False, None) when the refusal did not carry the item. A claim (`strict`) raises.
+        """
+        recipients, counts = self.t.recipients, self.t.counts
         actions = [
             recipients.status.set(new.value),
             recipients.status_rank.set(new.rank),
@@ -249,23 +307,38 @@ class Store:
         strict = campaign_sending or unless_suppressed is not None
         try:
             with TransactWrite(connection=self._connection()) as transaction:
-                transaction.update(
-                    recipients(current.campaign_id, current.recipient_id), actions=actions, condition=condition
-                )
-                transaction.update(
-                    campaigns(current.campaign_id),
-                    actions=[counter(campaigns, old).add(-1), counter(campaigns, new).add(1)],
-                    condition=(campaigns.state == "sending") if campaign_sending else None,
-                )
+                if campaign_sending:
+                    transaction.condition_check(
+                        self.t.campaigns, current.campaign_id, condition=self.t.campaigns.state == "sending"
+                    )
                 if unless_suppressed is not None:
                     transaction.condition_check(
-                        self.t.suppressions, unless_suppressed, condition=self.t.suppressions.phone.does_not_exist()
+                        self.t.suppressions, self.phone_key(unless_suppressed),
+                        condition=self.t.suppressions.subject.does_not_exist(),
                     )
+                transaction.update(
+                    recipients(current.campaign_id, current.recipient_id),
+                    actions=actions,
+                    condition=condition,
+                    return_values="ALL_OLD",
+                )
+                transaction.update(
+                    counts(current.campaign_id, count_shard(current.recipient_id)),
+                    actions=[counter(counts, old).add(-1), counter(counts, new).add(1)],
+                )
         except TransactWriteError as exc:
-            if _is_condition_failure(exc) and not strict:
-                return False
-            raise
-        return True
+            if not _is_condition_failure(exc) or strict:
+                raise
+            reason = exc.cancellation_reasons[0]
+            seen = recipients.from_raw_data(reason.raw_item) if reason is not None and reason.raw_item else None
+            return False, seen
+        return True, None
+
+    def _reread(self, recipient: RecipientRecord) -> RecipientRecord | None:
+        try:
+            return self.recipient(recipient.campaign_id, recipient.recipient_id)
+        except NotFound:
+            return None
 
     def set_message_sid(self, recipient: RecipientRecord, attempt_id: str, sid: str) -> None:
         """Keep the SID even when a callback already moved the status past `queued`."""
@@ -330,21 +403,93 @@ class Store:
     def panel_exists(self, panel_id: str) -> bool:
         return any(True for _ in self.t.panels.query(panel_id, limit=1))
 
-    # ------------------------------------------------------------------ suppressions and inbox
-    def is_suppressed(self, phone: str) -> bool:
+    # ------------------------------------------------------------------ suppressions and consent
+    def phone_key(self, e164: str) -> str:
+        """A keyed hash that stands for a number: it blocks an erased number without keeping it."""
+        key = secrets_provider().get(self.settings.phone_hash_key_secret, max_age=SECRET_MAX_AGE_SECONDS)
+        return "h1:" + hmac.new(key.encode(), e164.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def suppression(self, phone: str) -> SuppressionRecord | None:
         try:
-            self.t.suppressions.get(phone, consistent_read=True)
+            return self.t.suppressions.get(self.phone_key(phone), consistent_read=True)
         except DoesNotExist:
-            return False
-        return True
+            return None
 
-    def suppress(self, phone: str, *, reason: str, source: str) -> None:
-        self.t.suppressions(phone, reason=reason, source=source, created_at=utcnow()).save()
+    def is_suppressed(self, phone: str) -> bool:
+        return self.suppression(phone) is not None
 
-    def record_inbound(self, *, phone: str, to: str, body: str, message_sid: str, received_at: datetime) -> bool:
+    def suppressed_among(self, batches, phones: Iterable[str]) -> set[str]:
+        """Which of these numbers are on the suppression list, in batched reads."""
+        by_key = {self.phone_key(phone): phone for phone in phones}
+        return {by_key[s.subject] for s in batches.get(self.t.suppressions, [(key,) for key in by_key])}
+
+    def suppress(self, entry: ConsentEntry, reason: SuppressionReason) -> None:
+        """Put the number on the suppression list, with its ledger entry, in one transaction.
+
+        A number already suppressed keeps its first reason: a blocklisted number that also says STOP
+        stays blocklisted (START will not lift it), and the ledger still records the STOP.
+        """
+        suppressions = self.t.suppressions
+        actions = [
+            suppressions.reason.set(suppressions.reason | reason.value),
+            suppressions.source.set(suppressions.source | entry.source.value),
+            suppressions.created_at.set(suppressions.created_at | entry.at),
+            suppressions.phone.set(entry.phone),
+        ]
+        if entry.scope:
+            actions.append(suppressions.scope.set(suppressions.scope | entry.scope))
+        with TransactWrite(connection=self._connection()) as transaction:
+            transaction.save(self._ledger_item(entry))
+            transaction.update(suppressions(self.phone_key(entry.phone)), actions=actions)
+
+    def lift_opt_out(self, entry: ConsentEntry) -> str | None:
+        """Lift the number's own opt-out (START), with its ledger entry. None when nothing blocks the
+        number any more; otherwise the reason that still does (a blocklist, a dead number)."""
+        suppressions = self.t.suppressions
+        key = self.phone_key(entry.phone)
+        try:
+            with TransactWrite(connection=self._connection()) as transaction:
+                transaction.save(self._ledger_item(entry))
+                transaction.delete(
+                    suppressions(key),
+                    condition=suppressions.subject.does_not_exist() | suppressions.reason.is_in(*LIFTED_BY_START),
+                )
+        except TransactWriteError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            still = self.suppression(entry.phone)
+            blocked = still.reason if still is not None else None
+            self.append_consent(replace(entry, detail=f"still suppressed: {blocked}") if blocked else entry)
+            return blocked
+        return None
+
+    def append_consent(self, entry: ConsentEntry) -> None:
+        self._ledger_item(entry).save()
+
+    def consent_of(self, phone: str) -> list[ConsentRecord]:
+        """The number's ledger, oldest first."""
+        return list(self.t.consent.query(self.phone_key(phone), consistent_read=True))
+
+    def _ledger_item(self, entry: ConsentEntry) -> ConsentRecord:
+        return self.t.consent(
+            self.phone_key(entry.phone),
+            f"{entry.at.isoformat()}#{secrets.token_hex(4)}",
+            phone=entry.phone,
+            event=entry.event.value,
+            source=entry.source.value,
+            at=entry.at,
+            list_id=entry.list_id,
+            scope=entry.scope,
+            message_sid=entry.message_sid,
+            text=entry.text,
+            detail=entry.detail,
+        )
+
+    # ------------------------------------------------------------------ inbox
+    def record_inbound(self, record_fields: dict) -> bool:
         """Store an inbound reply once per MessageSid; False when it was already stored."""
         inbox = self.t.inbox
-        record = inbox(phone, message_sid, received_at=received_at, to=to, body=body)
+        record = inbox(**record_fields)
         try:
             record.save(condition=inbox.message_sid.does_not_exist())
         except PutError as exc:
@@ -352,3 +497,11 @@ class Store:
                 return False
             raise
         return True
+
+    def latest_recipient(self, phone: str) -> RecipientRecord | None:
+        """The number's most recently updated recipient in any campaign: what a reply answers."""
+        recipients = self.t.recipients
+        keys = [(key.campaign_id, key.recipient_id) for key in recipients.by_phone.query(phone)]
+        found = [r for r in recipients.batch_get(keys)] if keys else []
+        sent = [r for r in found if r.updated_at is not None]
+        return max(sent, key=lambda r: r.updated_at) if sent else None

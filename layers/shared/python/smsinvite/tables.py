@@ -80,8 +80,11 @@ class _ByDeferred(GlobalSecondaryIndex):
 
 class CampaignRecord(Model):
     campaign_id = UnicodeAttribute(hash_key=True)
+    # "survey" sends invitations with codes; "list" is a subscription list sending its confirmations.
+    kind = UnicodeAttribute(default="survey")
     name = UnicodeAttribute()
     state = UnicodeAttribute(default="draft")
+    reply_text = UnicodeAttribute(null=True)  # a list's answer to a confirming YES
     survey_url = UnicodeAttribute()
     message_template = UnicodeAttribute()
     sender = UnicodeAttribute(null=True)
@@ -125,7 +128,17 @@ class CampaignRecord(Model):
     rows_duplicate = NumberAttribute(default=0)
     rows_invalid = NumberAttribute(default=0)
     rows_landline = NumberAttribute(default=0)
-    # Live counts per status, changed with ADD in the same transaction as the recipient's status.
+
+    by_due = _ByDue()
+
+
+class CountShardRecord(Model):
+    """One of a campaign's counter shards: live counts per status, changed with ADD in the same
+    transaction as a recipient's status. A recipient always counts in the same shard (by its id), so
+    no item takes every write of a campaign sending at full rate; a campaign's counts are the sum."""
+
+    campaign_id = UnicodeAttribute(hash_key=True)
+    shard = NumberAttribute(range_key=True)
     count_imported = NumberAttribute(default=0)
     count_claimed = NumberAttribute(default=0)
     count_unknown = NumberAttribute(default=0)
@@ -138,8 +151,6 @@ class CampaignRecord(Model):
     count_skipped_opted_out = NumberAttribute(default=0)
     count_excluded = NumberAttribute(default=0)
     count_cancelled = NumberAttribute(default=0)
-
-    by_due = _ByDue()
 
 
 class RecipientRecord(Model):
@@ -218,12 +229,74 @@ class CodeRecord(Model):
 
 
 class SuppressionRecord(Model):
-    phone = UnicodeAttribute(hash_key=True)
-    reason = UnicodeAttribute()
-    source = UnicodeAttribute()
+    # A keyed hash of the E.164 number (Store.phone_key), so an erased number stays blocked.
+    subject = UnicodeAttribute(hash_key=True)
+    phone = UnicodeAttribute(null=True)  # removed when the number is erased
+    reason = UnicodeAttribute()  # blocklist, opted_out, undeliverable, erased
+    source = UnicodeAttribute()  # import, keyword, command, carrier_error, erasure
     created_at = UTCDateTimeAttribute()
+    scope = UnicodeAttribute(null=True)  # the sender an opt-out was sent to
     import_id = UnicodeAttribute(null=True)
     row_number = NumberAttribute(null=True)
+
+
+class ConsentRecord(Model):
+    """One consent event in the ledger, appended and never changed."""
+
+    subject = UnicodeAttribute(hash_key=True)  # Store.phone_key of the number
+    entry = UnicodeAttribute(range_key=True)  # ISO time and a random suffix: the ledger's order
+    phone = UnicodeAttribute()
+    event = UnicodeAttribute()  # smsinvite.consent.ConsentEvent
+    source = UnicodeAttribute()  # smsinvite.consent.ConsentSource
+    at = UTCDateTimeAttribute()
+    list_id = UnicodeAttribute(null=True)
+    scope = UnicodeAttribute(null=True)
+    message_sid = UnicodeAttribute(null=True)
+    text = UnicodeAttribute(null=True)
+    detail = UnicodeAttribute(null=True)  # e.g. the error code, "polite phrasing", "still blocked: blocklist"
+
+
+class _SubscriptionsByPhone(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-phone"
+        projection = KeysOnlyProjection()
+
+    phone = UnicodeAttribute(hash_key=True)
+    list_id = UnicodeAttribute(range_key=True)
+
+
+class _ByPending(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-pending"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    pending_until = UnicodeAttribute(range_key=True)
+
+
+class SubscriptionRecord(Model):
+    list_id = UnicodeAttribute(hash_key=True)
+    phone = UnicodeAttribute(range_key=True)
+    state = UnicodeAttribute()  # smsinvite.subscriptions.SubscriptionState
+    region = UnicodeAttribute(null=True)
+    fields = MapAttribute(default=dict)
+    requested_at = UTCDateTimeAttribute(null=True)
+    confirmed_at = UTCDateTimeAttribute(null=True)
+    ended_at = UTCDateTimeAttribute(null=True)
+    # The confirmation message: a recipient of the list's confirmations campaign (one per request).
+    recipient_id = UnicodeAttribute(null=True)
+    # Sparse index of pending subscriptions by when they lapse.
+    pending_shard = UnicodeAttribute(null=True)
+    pending_until = UnicodeAttribute(null=True)
+
+    by_phone = _SubscriptionsByPhone()
+    by_pending = _ByPending()
+
+
+class LimitRecord(Model):
+    limit_key = UnicodeAttribute(hash_key=True)
+    used = NumberAttribute(default=0)
+    expires_at = NumberAttribute()
 
 
 class PanelMemberRecord(Model):
@@ -243,17 +316,27 @@ class InboxRecord(Model):
     to = UnicodeAttribute()
     body = UnicodeAttribute()
     purge_at = NumberAttribute(null=True)
+    # The invitation this most likely answers: the number's latest recipient.
+    campaign_id = UnicodeAttribute(null=True)
+    recipient_id = UnicodeAttribute(null=True)
+    intent = UnicodeAttribute(null=True)  # smsinvite.keywords.Intent
+    keyword = UnicodeAttribute(null=True)
+    flagged = NumberAttribute(null=True)  # 1: a person should read it (a polite opt-out)
 
 
 @dataclass(frozen=True)
 class Tables:
     campaigns: type[CampaignRecord]
+    counts: type[CountShardRecord]
     recipients: type[RecipientRecord]
     imports: type[ImportRecord]
     codes: type[CodeRecord]
     suppressions: type[SuppressionRecord]
     inbox: type[InboxRecord]
     panels: type[PanelMemberRecord]
+    consent: type[ConsentRecord]
+    subscriptions: type[SubscriptionRecord]
+    limits: type[LimitRecord]
 
 
 def tables(settings: Settings) -> Tables:
@@ -261,12 +344,16 @@ def tables(settings: Settings) -> Tables:
         settings.aws_region,
         endpoint_for("dynamodb"),
         settings.campaigns_table,
+        settings.counts_table,
         settings.recipients_table,
         settings.imports_table,
         settings.codes_table,
         settings.suppressions_table,
         settings.inbox_table,
         settings.panels_table,
+        settings.consent_table,
+        settings.subscriptions_table,
+        settings.limits_table,
     )
 
 
@@ -275,12 +362,16 @@ def _bind(
     region: str,
     host: str | None,
     campaigns: str,
+    counts: str,
     recipients: str,
     imports: str,
     codes: str,
     suppressions: str,
     inbox: str,
     panels: str,
+    consent: str,
+    subscriptions: str,
+    limits: str,
 ) -> Tables:
     def bound(model: type[Model], table_name: str):
         meta = type("Meta", (), {"table_name": table_name, "region": region, "host": host})
@@ -288,12 +379,16 @@ def _bind(
 
     return Tables(
         campaigns=bound(CampaignRecord, campaigns),
+        counts=bound(CountShardRecord, counts),
         recipients=bound(RecipientRecord, recipients),
         imports=bound(ImportRecord, imports),
         codes=bound(CodeRecord, codes),
         suppressions=bound(SuppressionRecord, suppressions),
         inbox=bound(InboxRecord, inbox),
         panels=bound(PanelMemberRecord, panels),
+        consent=bound(ConsentRecord, consent),
+        subscriptions=bound(SubscriptionRecord, subscriptions),
+        limits=bound(LimitRecord, limits),
     )
 
 
@@ -312,5 +407,5 @@ def raw_item(model: type[Model], **values) -> dict:
     return item
 
 
-def counter(campaigns: type[CampaignRecord], status: Status) -> NumberAttribute:
-    return getattr(campaigns, f"count_{status.value}")
+def counter(counts: type[CountShardRecord], status: Status) -> NumberAttribute:
+    return getattr(counts, f"count_{status.value}")

@@ -21,6 +21,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
 
 from smsinvite.aws_clients import secrets_provider
 from smsinvite.settings import Settings
@@ -213,3 +214,11 @@ def signature_is_valid(token: str, url: str, params: FormParams, signature: str 
     if not signature:
         return False
     return RequestValidator(token).validate(url, params, signature)
+
+
+def twiml_reply(text: str | None) -> str:
+    """A TwiML answer to an inbound message: one message back, or nothing."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return response.to_xml()
