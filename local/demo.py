@@ -5,6 +5,10 @@ gives each invitee a code and prints the preview; approve starts the send; the d
 audience out to the send queue; the sender texts each through the Twilio simulator while a progress
 bar moves; the simulator's signed status callbacks move each message forward; the report is printed.
 The same flow is the end-to-end test's (tests/e2e), so what the demo shows is what is tested.
+
+`make demo` also shows consent at work: a STOP posted mid-send by a recipient not yet texted (the
+sender skips the number and the ledger says why), a HELP, and a double opt-in to a subscription
+list (subscribe, the confirmation SMS, the YES reply, the welcome, the active subscription).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ DEMO_CSV = (
 )
 BLOCKLIST_CSV = "phone,note\r\n+14155550188,asked never to be texted\r\n"
 UNDELIVERED_NUMBER = "+447911123456"  # the simulator's carrier reports this one unreachable
+# The double opt-in's numbers: not in DEMO_CSV nor BLOCKLIST_CSV (a STOP or the blocklist suppresses a number everywhere).
+PANEL_PERSON = {"phone": "+1 415 555 0142", "first_name": "Dana"}
+PANEL_PREMIUM_RATE = {"phone": "+1 900 555 0100"}
 DEMO_TEMPLATE = "Hi {first_name|there}, tell us how we did: {link} Reply STOP to opt out"
 FINAL_STATUSES = ("delivered", "undelivered", "failed", "skipped_opted_out")
 # Every campaign a test sends without a quiet-hours question of its own: then the hour it runs at does not matter.
@@ -164,9 +171,81 @@ def final_statuses(store, campaign_id: str) -> dict[str, str] | None:
     return statuses if all(s in (*FINAL_STATUSES, "deferred") for s in statuses.values()) else None
 
 
+def sender_number() -> str:
+    """The number invitations come from, which replies are sent to."""
+    from local.stack import LOCAL_FROM_NUMBER
+    from smsinvite.settings import Settings
+
+    return Settings.from_env().twilio_from_number or LOCAL_FROM_NUMBER
+
+
+def reply(stack, phone: str, body: str) -> tuple[int, str]:
+    """The person texts `body` back: the simulator posts Twilio's signed inbound webhook; (status, TwiML)."""
+    status, _headers, twiml = stack.twilio.send_inbound(f"{stack.api_url}/twilio/inbound", from_=phone,
+                                                        to=sender_number(), body=body)
+    return status, twiml
+
+
+def twiml_says(twiml: str) -> str:
+    """The TwiML's reply text, or "" when it answers nothing."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        return " ".join((m.text or "").strip() for m in ET.fromstring(twiml).iter("Message")).strip()
+    except ET.ParseError:
+        return twiml.strip()
+
+
+def ledger_lines(store, phone: str) -> list[str]:
+    lines = []
+    for record in store.consent_of(phone):
+        text = f' "{record.text}"' if record.text else ""
+        where = f" list {record.list_id}" if record.list_id else ""
+        detail = f" ({record.detail})" if record.detail else ""
+        lines.append(f"{record.at:%H:%M:%S} {record.event:<12} from {record.source}{where}{text}{detail}")
+    return lines
+
+
+@dataclass
+class MidSendStop:
+    """Once the first invitation exists at the simulator, a recipient not yet texted replies STOP."""
+
+    stack: object
+    store: object
+    campaign_id: str
+    say: Callable[[str], None]
+    phone: str | None = None
+    first_texted: str | None = None
+    too_late: bool = False
+
+    def __call__(self) -> None:
+        from smsinvite.observability import mask_phone
+
+        if self.phone or self.too_late:
+            return
+        texted = twilio_messages_of(self.stack, self.campaign_id)
+        if not texted:
+            return
+        self.first_texted = texted[0].to
+        waiting = sorted(
+            r.phone for r in self.store.t.recipients.query(self.campaign_id, consistent_read=True)
+            if r.status == "imported" and not r.deferred_until and not r.exclusion
+            and r.phone != UNDELIVERED_NUMBER and not self.stack.twilio.created(to=r.phone)
+        )
+        if not waiting:
+            self.too_late = True
+            self.say("   (every recipient was texted before a STOP could arrive: no mid-send STOP this run)")
+            return
+        self.phone = waiting[-1]
+        status, twiml = reply(self.stack, self.phone, "STOP")
+        self.say(f"   STOP arrives from {mask_phone(self.phone)}, not texted yet: POST /twilio/inbound -> {status}, "
+                 f"reply {twiml_says(twiml) or 'empty'}")
+
+
 def run_demo_campaign(
-    stack, say: Callable[[str], None] = lambda _: None, *, campaign_id: str = CAMPAIGN_ID
+    stack, say: Callable[[str], None] = lambda _: None, *, campaign_id: str = CAMPAIGN_ID, stop_mid_send: bool = False
 ) -> DemoResult:
+    """The thin path; with `stop_mid_send` (as `make demo` runs it), one recipient replies STOP while the send runs."""
     from smsinvite.observability import mask_phone
     from smsinvite.settings import Settings
     from smsinvite.store import Store
@@ -174,11 +253,15 @@ def run_demo_campaign(
     result = DemoResult()
     store = Store(Settings.from_env())
     stack.twilio.set_outcome(UNDELIVERED_NUMBER, "undelivered", 30003)
+    # Slower when a STOP is to land mid-send, so there is a "mid" to land in.
+    rate = 1 if stop_mid_send else 2
+    stop = MidSendStop(stack, store, campaign_id, say) if stop_mid_send else None
 
     say("1. create a campaign (the commands function)")
     window = demo_quiet_hours(datetime.now(timezone.utc))
-    create_campaign(stack, campaign_id, quiet_hours=window)
-    say(f"   campaign {campaign_id!r} created: 2 messages a second, quiet hours outside {window['opens']}-{window['closes']} local time")
+    create_campaign(stack, campaign_id, quiet_hours=window, rate=rate)
+    say(f"   campaign {campaign_id!r} created: {rate:g} message{'s' if rate != 1 else ''} a second, "
+        f"quiet hours outside {window['opens']}-{window['closes']} local time")
 
     say(f"2. drop a blocklist into s3://{stack.bucket}/suppressions/")
     blocklist = finished_import(store, "suppressions/blocklist.csv", upload(stack, "suppressions/blocklist.csv", BLOCKLIST_CSV).get("VersionId"))
@@ -205,7 +288,7 @@ def run_demo_campaign(
     say(f"   campaign is {approved['state']}")
 
     say("6. the sender texts each recipient through the Twilio simulator")
-    result.campaign = watch_progress(stack, store, campaign_id, say)
+    result.campaign = watch_progress(stack, store, campaign_id, say, during=stop)
     result.twilio_creates = len(twilio_messages_of(stack, campaign_id))
     result.statuses = wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the status callbacks")
     sids = {m.sid for m in twilio_messages_of(stack, campaign_id)}
@@ -214,20 +297,48 @@ def run_demo_campaign(
     for phone, status in sorted(result.statuses.items()):
         say(f"   {mask_phone(phone):<16} {status}")
 
-    say("7. the report")
+    step = 7
+    if stop is not None:
+        say(f"{step}. the STOP and a HELP (POST /twilio/inbound, signed by the simulator)")
+        step += 1
+        if stop.phone:
+            created = stack.twilio.created(to=stop.phone)
+            ended = result.statuses.get(stop.phone)
+            verdict = ("suppressed before its turn" if ended == "skipped_opted_out" and not created
+                       else "too late: it had been claimed before the STOP landed")
+            say(f"   {mask_phone(stop.phone)} ended {ended}, {len(created)} messages created for it: {verdict}")
+            say("   its consent ledger:")
+            for line in ledger_lines(store, stop.phone):
+                say(f"     {line}")
+        helper = stop.first_texted or next(iter(sorted(result.statuses)))
+        status, twiml = reply(stack, helper, "HELP")
+        says = twiml_says(twiml)
+        say(f"   HELP from {mask_phone(helper)}: {status} {twiml.strip()}")
+        if not says and Settings.from_env().twilio_answers_keywords:
+            say("   (empty on purpose: with TWILIO_ANSWERS_KEYWORDS=true Twilio's Advanced Opt-Out answers HELP)")
+
+    say(f"{step}. the report (smsinvite report): fetched now, printed at the end")
     result.report = command(stack, {"command": "report", "campaign_id": campaign_id})
     result.campaign = command(stack, {"command": "status", "campaign_id": campaign_id})
     return result
 
 
-def watch_progress(stack, store, campaign_id: str, say: Callable[[str], None], *, timeout: float = 90) -> dict:
-    """Poll the status command and draw the CLI's progress bar until everyone is sent or waits for their window."""
+def watch_progress(
+    stack, store, campaign_id: str, say: Callable[[str], None], *, timeout: float = 90,
+    during: Callable[[], None] | None = None,
+) -> dict:
+    """Poll the status command and draw the CLI's progress bar until everyone is sent or waits for their window.
+
+    `during` is called at every poll, while the send runs (the demo's mid-send STOP).
+    """
     from smsinvite.cli import progress_bar
 
     shown = None
 
     def settled():
         nonlocal shown
+        if during is not None:
+            during()
         status = command(stack, {"command": "status", "campaign_id": campaign_id})
         line = f"{progress_bar(status['progress']['done'], status['progress']['total'])}  {status['state']}"
         if line != shown:
@@ -236,6 +347,66 @@ def watch_progress(stack, store, campaign_id: str, say: Callable[[str], None], *
         return status if status["state"] == "completed" or final_statuses(store, campaign_id) else None
 
     return wait_for(settled, timeout=timeout, what=f"campaign {campaign_id} to be sent", interval=0.2)
+
+
+def run_double_opt_in(stack, say: Callable[[str], None], *, first_step: int = 9) -> list[str]:
+    """A subscription list with double opt-in: subscribe, the confirmation SMS, YES, the welcome. The numbers used."""
+    import secrets
+
+    from smsinvite.observability import mask_phone
+    from smsinvite.phones import normalise
+    from smsinvite.settings import Settings
+    from smsinvite.store import Store
+
+    store = Store(Settings.from_env())
+    list_id = f"demo-panel-{secrets.token_hex(3)}"
+    phone = normalise(PANEL_PERSON["phone"], "US").e164
+    steps = iter(range(first_step, first_step + 10))
+
+    def attempt(payload: dict) -> dict | None:
+        try:
+            return command(stack, payload)
+        except RuntimeError as refused:
+            say(f"   {refused}")
+            return None
+
+    say(f"{next(steps)}. double opt-in: create a subscription list (create_list)")
+    created = attempt({
+        "command": "create_list", "list_id": list_id, "name": "Customer panel",
+        "confirmation_text": "Acme: reply YES to join our customer panel for occasional surveys. Msg&data rates may apply.",
+        "welcome_text": "Welcome to the Acme customer panel! Reply STOP to leave.",
+        "quiet_hours": NO_QUIET_HOURS, "rate_per_second": 1,
+    })
+    if created is None:
+        return [phone]
+    say(f"   list {list_id!r} created (its confirmations are campaign {created['campaign_id']!r}, {created['state']})")
+
+    say(f"{next(steps)}. subscribe two people (subscribe): each is checked before any Twilio call")
+    subscribed = attempt({"command": "subscribe", "list_id": list_id, "people": [PANEL_PERSON, PANEL_PREMIUM_RATE],
+                          "requested_by": "demo"})
+    if subscribed is None:
+        return [phone]
+    for person in subscribed["people"]:
+        say(f"   {person['phone']:<16} {person['outcome']}")
+
+    say(f"{next(steps)}. the sender texts the confirmation through the Twilio simulator")
+    try:
+        confirmation = wait_for(lambda: stack.twilio.created(to=phone), timeout=30, what="the confirmation SMS")[0]
+    except TimeoutError as late:
+        say(f"   {late}")
+        return [phone]
+    say(f"   to {mask_phone(phone)}: {confirmation.body}")
+
+    say(f"{next(steps)}. {PANEL_PERSON['first_name']} replies YES (POST /twilio/inbound, signed)")
+    status, twiml = reply(stack, phone, "YES")
+    say(f"   {status}, reply: {twiml_says(twiml) or twiml.strip()}")
+
+    say(f"{next(steps)}. the subscription and the number's consent ledger")
+    subscription = store.t.subscriptions.get(list_id, phone, consistent_read=True)
+    say(f"   {mask_phone(phone)} on {list_id}: {subscription.state}")
+    for line in ledger_lines(store, phone):
+        say(f"     {line}")
+    return [phone]
 
 
 def preview_lines(preview: dict) -> list[str]:
@@ -285,11 +456,13 @@ def main() -> int:
     try:
         with LocalStack(StackOptions()) as stack:
             say(f"local stack up: DynamoDB engine {stack.services.engine}, API {stack.api_url}\n")
-            result = run_demo_campaign(stack, say=say)
+            result = run_demo_campaign(stack, say=say, stop_mid_send=True)
+            say("")
+            panel_phones = run_double_opt_in(stack, say)
     finally:
         sys.stdout.close()
         sys.stdout = narration
-    leaked = whole_numbers_in(log_path.read_text(encoding="utf-8"), result.statuses)
+    leaked = whole_numbers_in(log_path.read_text(encoding="utf-8"), [*result.statuses, *panel_phones])
     counts = {name: n for name, n in result.campaign["counts"].items() if n}
     print("\nReport (smsinvite report)")
     print(format_report(result.report))

@@ -79,3 +79,72 @@ def test_a_released_claim_may_go_back_but_a_sent_message_may_not(store, campaign
         store.transition(released, Status.CLAIMED, attempt_id="a2"), Status.SENT, owned_by="a2"
     )
     assert store.transition(sent, Status.IMPORTED, owned_by="a2", backward_from=(Status.CLAIMED,)) is None
+
+
+# ------------------------------------------------------------------ status callbacks, as the webhook applies them
+def callback(campaign_id, recipient_id, status, attempt="a-1", error_code=None, to="+14155552671"):
+    from smsinvite.delivery import StatusReport
+
+    return StatusReport(campaign_id, recipient_id, attempt, "SM" + "1" * 32, status, error_code, to)
+
+
+def queued_by_the_sender(store, campaign_id, raw="+14155552671"):
+    recipient = add(store, campaign_id, raw)
+    claimed = store.transition(recipient, Status.CLAIMED, attempt_id="a-1")
+    return store.transition(claimed, Status.QUEUED, owned_by="a-1")
+
+
+def test_concurrent_deliveries_of_one_callback_apply_and_count_once(store, local_aws, campaign_id):
+    from smsinvite.delivery import CallbackOutcome, apply_status_report
+
+    # Given a queued message, and Twilio delivering its "delivered" callback five times at once
+    recipient = queued_by_the_sender(store, campaign_id)
+    report = callback(campaign_id, recipient.recipient_id, Status.DELIVERED)
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(apply_status_report(store, local_aws, report)))
+               for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then one applied, and the counters moved once
+    assert sorted(o.value for o in outcomes) == ["applied"] + ["ignored"] * 4
+    assert counts(store, campaign_id) == {"delivered": 1}
+    assert CallbackOutcome.APPLIED in outcomes
+
+
+def test_a_late_sent_after_delivered_is_ignored_and_a_wrong_guess_still_applies(store, local_aws, campaign_id):
+    from smsinvite.delivery import apply_status_report
+
+    # Given a queued message whose "delivered" arrives before its "sending" and "sent"
+    recipient = queued_by_the_sender(store, campaign_id)
+    for status in (Status.DELIVERED, Status.SENDING, Status.SENT):
+        apply_status_report(store, local_aws, callback(campaign_id, recipient.recipient_id, status))
+
+    # Then it ends delivered, counted once
+    assert store.recipient(campaign_id, recipient.recipient_id).status == "delivered"
+    assert counts(store, campaign_id) == {"delivered": 1}
+
+
+def test_a_callback_from_another_attempt_or_for_an_unknown_recipient_changes_nothing(store, local_aws, campaign_id):
+    from smsinvite.delivery import CallbackOutcome, apply_status_report
+
+    recipient = queued_by_the_sender(store, campaign_id)
+    other_attempt = callback(campaign_id, recipient.recipient_id, Status.DELIVERED, attempt="a-2")
+    unknown = callback(campaign_id, "f" * 24, Status.DELIVERED)
+    assert apply_status_report(store, local_aws, other_attempt) is CallbackOutcome.IGNORED
+    assert apply_status_report(store, local_aws, unknown) is CallbackOutcome.IGNORED
+    assert counts(store, campaign_id) == {"queued": 1}
+
+
+def test_a_carrier_error_for_a_dead_number_suppresses_it_as_undeliverable(store, local_aws, campaign_id):
+    from smsinvite.delivery import apply_status_report
+
+    recipient = queued_by_the_sender(store, campaign_id, "+14155552699")
+    apply_status_report(store, local_aws, callback(campaign_id, recipient.recipient_id, Status.UNDELIVERED,
+                                                   error_code=30005, to="+14155552699"))
+    assert store.suppression("+14155552699").reason == "undeliverable"
+    assert [(e.event, e.source, e.detail) for e in store.consent_of("+14155552699")] == [
+        ("undeliverable", "carrier_error", "twilio_30005")]
+    assert counts(store, campaign_id) == {"undelivered": 1}
