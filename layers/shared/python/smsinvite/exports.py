@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from smsinvite import aws_clients
 from smsinvite.consent import LEDGER_COLUMNS
-from smsinvite.reports import REPORTS_PREFIX, JoinedChunks, csv_text
+from smsinvite.reports import REPORTS_PREFIX, JoinedChunks, batched, csv_text
 from smsinvite.settings import Settings
 from smsinvite.status import Status
 from smsinvite.store import Store, utcnow
@@ -123,19 +123,12 @@ def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     key = f"{REPORTS_PREFIX}campaigns/{campaign_id}/recipients-{stamp}.csv"
 
-    def chunks() -> Iterator[bytes]:
-        yield csv_text([[*_EXPORT_COLUMNS, *fields]]).encode("utf-8")
-        batch = []
+    def rows() -> Iterator[list]:
         for recipient in store.t.recipients.query(campaign_id):
             values = recipient.fields.as_dict()
-            batch.append([*(_cell(recipient, column) for column in _EXPORT_COLUMNS), *(values.get(f, "") for f in fields)])
-            if len(batch) == 500:
-                yield csv_text(batch).encode("utf-8")
-                batch = []
-        if batch:
-            yield csv_text(batch).encode("utf-8")
+            yield [*(_cell(recipient, column) for column in _EXPORT_COLUMNS), *(values.get(f, "") for f in fields)]
 
-    aws_clients.client("s3").upload_fileobj(JoinedChunks(chunks()), settings.imports_bucket, key)
+    _upload_csv(settings, key, [*_EXPORT_COLUMNS, *fields], rows())
     return {"campaign_id": campaign_id, "bucket": settings.imports_bucket, "key": key, "rows": rows}
 
 
@@ -144,24 +137,27 @@ def export_ledger(store: Store, settings: Settings, phone: str | None = None) ->
     entries = store.consent_of(phone) if phone else store.t.consent.scan()
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     key = f"{REPORTS_PREFIX}consent/ledger-{stamp}.csv"
-    rows = 0
+    rows = (
+        [entry.at.isoformat() if column == "at" else getattr(entry, column) or "" for column in LEDGER_COLUMNS]
+        for entry in entries
+    )
+    written = _upload_csv(settings, key, list(LEDGER_COLUMNS), rows)
+    return {"bucket": settings.imports_bucket, "key": key, "rows": written}
+
+
+def _upload_csv(settings: Settings, key: str, header: list, rows: Iterator[list]) -> int:
+    """Stream a header and rows to the bucket as formula-safe CSV, 500 rows a chunk; the rows written."""
+    written = 0
 
     def chunks() -> Iterator[bytes]:
-        nonlocal rows
-        yield csv_text([list(LEDGER_COLUMNS)]).encode("utf-8")
-        batch = []
-        for entry in entries:
-            batch.append([entry.at.isoformat() if column == "at" else getattr(entry, column) or ""
-                          for column in LEDGER_COLUMNS])
-            rows += 1
-            if len(batch) == 500:
-                yield csv_text(batch).encode("utf-8")
-                batch = []
-        if batch:
+        nonlocal written
+        yield csv_text([header]).encode("utf-8")
+        for batch in batched(rows, 500):
+            written += len(batch)
             yield csv_text(batch).encode("utf-8")
 
     aws_clients.client("s3").upload_fileobj(JoinedChunks(chunks()), settings.imports_bucket, key)
-    return {"bucket": settings.imports_bucket, "key": key, "rows": rows}
+    return written
 
 
 def _cell(recipient, column: str) -> object:

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
@@ -32,7 +32,7 @@ from smsinvite.object_store import ObjectMissing, csv_bytes, object_chunks, put_
 from smsinvite.observability import logger
 from smsinvite.phones import InvalidPhone, LineType, Phone, normalise
 from smsinvite.queues import Queue
-from smsinvite.reports import Rejected, RejectedRowsReport
+from smsinvite.reports import Rejected, RejectedRowsReport, batched
 from smsinvite.settings import Settings
 from smsinvite.consent import ConsentEvent, ConsentSource, SuppressionReason
 from smsinvite.status import Status
@@ -414,23 +414,14 @@ def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | Non
         yield Row(row.number, row.phone, row.country, row.fields, str(row.end_offset))
 
 
-def rows_from_panel(store: Store, panel_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
-    panels = store.t.panels
-    start_key = {"panel_id": {"S": panel_id}, "phone": {"S": after_phone}} if after_phone else None
+def rows_from_members(store: Store, source: str, group_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
+    """A panel's members, or a subscription list's active subscribers (those who confirmed with YES)."""
+    model, hash_name = (store.t.panels, "panel_id") if source == "panel" else (store.t.subscriptions, "list_id")
+    start_key = {hash_name: {"S": group_id}, "phone": {"S": after_phone}} if after_phone else None
     number = start_row
-    for member in panels.query(panel_id, last_evaluated_key=start_key, consistent_read=True):
+    for member in model.query(group_id, last_evaluated_key=start_key, consistent_read=True):
         number += 1
-        yield Row(number, member.phone, member.region, member.fields.as_dict(), member.phone)
-
-
-def rows_from_list(store: Store, list_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
-    """A subscription list's active subscribers, as rows (only those who confirmed with YES)."""
-    subscriptions = store.t.subscriptions
-    start_key = {"list_id": {"S": list_id}, "phone": {"S": after_phone}} if after_phone else None
-    number = start_row
-    for member in subscriptions.query(list_id, last_evaluated_key=start_key, consistent_read=True):
-        number += 1
-        if member.state == "active":
+        if source == "panel" or member.state == "active":
             yield Row(number, member.phone, member.region, member.fields.as_dict(), member.phone)
 
 
@@ -567,7 +558,7 @@ class ImportRunner:
 
         progress = _Progress(record)
         try:
-            for chunk in _chunks(self._rows(record), CHUNK_ROWS):
+            for chunk in batched(self._rows(record), CHUNK_ROWS):
                 progress.add(sink.process(chunk), chunk[-1])
                 if progress.rows_since_checkpoint >= self.settings.import_checkpoint_rows or time_left() < margin:
                     if not self._checkpoint(record, progress):
@@ -605,10 +596,8 @@ class ImportRunner:
         return SuppressionSink(self.store, self.batches, record.import_id, self.settings.default_region)
 
     def _rows(self, record: ImportRecord) -> Iterator[Row]:
-        if record.source == "panel":
-            return rows_from_panel(self.store, record.panel_id, record.position, int(record.rows_processed))
-        if record.source == "list":
-            return rows_from_list(self.store, record.panel_id, record.position, int(record.rows_processed))
+        if record.source in ("panel", "list"):
+            return rows_from_members(self.store, record.source, record.panel_id, record.position, int(record.rows_processed))
         key_headers = CODE_HEADERS if record.kind == ImportKind.TOKENS.value else None
         return csv_rows_from_s3(record, key_headers=key_headers)
 
@@ -791,13 +780,3 @@ class _Progress:
         self.rejected.extend(result.rejected)
         self.position = last.position
 
-
-def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
-    chunk: list[Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
