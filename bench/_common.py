@@ -353,7 +353,7 @@ class DynamoDBRequestCounter:
 def run_sink_offline(chunks, *, keep_items: bool, campaign_id: str = "bench-offline"):
     """A recipient import's own code from CSV bytes to DynamoBatches, with only AWS replaced.
 
-    `csv_rows_from_s3` reads `chunks` (instead of S3), the runner's `_chunks` cuts CHUNK_ROWS rows at a time,
+    `csv_rows_from_s3` reads `chunks` (instead of S3), the runner's `batched` cuts CHUNK_ROWS rows at a time,
     `RecipientSink.process` handles each chunk through the real `DynamoBatches` over an `InMemoryDynamoDB`,
     and `_Progress` is reset at every checkpoint (where the runner would save it; here it is added to the
     totals and dropped). Returns (seconds, rows, outcomes, DynamoBatches.requests).
@@ -382,7 +382,7 @@ def run_sink_offline(chunks, *, keep_items: bool, campaign_id: str = "bench-offl
     with mock.patch.object(importing, "object_chunks", lambda *args, **kwargs: iter(chunks)):
         started = time.perf_counter()
         progress = importing._Progress(record)
-        for chunk in importing._chunks(importing.csv_rows_from_s3(record), importing.CHUNK_ROWS):
+        for chunk in importing.batched(importing.csv_rows_from_s3(record), importing.CHUNK_ROWS):
             progress.add(sink.process(chunk), chunk[-1])
             if progress.rows_since_checkpoint >= settings.import_checkpoint_rows:
                 rows += progress.rows_since_checkpoint

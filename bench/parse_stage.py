@@ -4,7 +4,7 @@
 
 The stage is the real code path of a recipient import up to DynamoDB:
 `csv_rows_from_s3` (read_rows over 256 KiB chunks, the Row objects the runner sees), cut into chunks of
-`CHUNK_ROWS` by the runner's `_chunks`, each chunk through `RecipientSink.process` (normalise with the row's
+`CHUNK_ROWS` by the runner's `batched`, each chunk through `RecipientSink.process` (normalise with the row's
 country or the campaign's region, landline check, dedupe by E.164 within the chunk, then the batched reads
 that find earlier rows and the batched writes), with `_Progress` reset at every checkpoint. Only the
 DynamoDB client under `DynamoBatches` is replaced, by an in-memory one that keeps what is written, so
@@ -56,7 +56,7 @@ def pure_part(chunks: list[bytes]) -> tuple[float, int]:
     csv_rows = (
         importing.Row(r.number, r.phone, r.country, r.fields, str(r.end_offset)) for r in read_rows(iter(chunks))
     )
-    for chunk in importing._chunks(csv_rows, importing.CHUNK_ROWS):
+    for chunk in importing.batched(csv_rows, importing.CHUNK_ROWS):
         rows += len(chunk)
         candidates = importing.screen_phones(
             chunk,
