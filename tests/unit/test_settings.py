@@ -43,3 +43,40 @@ def test_bad_segment_prices_are_a_configuration_error(environment, prices):
     with pytest.raises(ConfigurationError) as error:
         Settings.from_env({**environment, "PRICE_PER_SEGMENT": prices})
     assert "PRICE_PER_SEGMENT" in error.value.message
+
+
+def test_consent_settings_have_safe_defaults(environment):
+    settings = Settings.from_env(environment)
+    assert settings.undeliverable_error_codes == frozenset({30005, 30006, 21211, 21614})
+    assert settings.twilio_answers_keywords is True
+    assert settings.keyword_policy().local_opt_out == ("ARRET", "STOPP", "AFMELDEN")
+    assert settings.subscription_confirm_hours == 24
+    assert {"US", "GB"} <= settings.allowed_countries
+
+
+def test_consent_settings_are_read_and_every_problem_named(environment):
+    broken = {
+        **environment,
+        "UNDELIVERABLE_ERROR_CODES": "30005,dead",
+        "ALLOWED_COUNTRIES": "US,Mars",
+        "POLITE_OPT_OUT": "sometimes",
+        "TWILIO_ANSWERS_KEYWORDS": "maybe",
+        "PHONE_HASH_KEY_SECRET": "",
+    }
+    with pytest.raises(ConfigurationError) as error:
+        Settings.from_env(broken)
+    message = error.value.message
+    for named in ("UNDELIVERABLE_ERROR_CODES", "ALLOWED_COUNTRIES", "sometimes", "TWILIO_ANSWERS_KEYWORDS",
+                  "PHONE_HASH_KEY_SECRET is not set"):
+        assert named in message
+
+
+def test_configured_codes_countries_and_words_replace_the_defaults(environment):
+    settings = Settings.from_env({
+        **environment, "UNDELIVERABLE_ERROR_CODES": "30003 30005", "ALLOWED_COUNTRIES": "us, ca",
+        "OPT_OUT_KEYWORDS": "BASTA", "TWILIO_ANSWERS_KEYWORDS": "false",
+    })
+    assert settings.undeliverable_error_codes == frozenset({30003, 30005})
+    assert settings.allowed_countries == frozenset({"US", "CA"})
+    assert settings.keyword_policy().local_opt_out == ("BASTA",)
+    assert settings.twilio_answers_keywords is False
