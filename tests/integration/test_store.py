@@ -148,3 +148,31 @@ def test_a_carrier_error_for_a_dead_number_suppresses_it_as_undeliverable(store,
     assert [(e.event, e.source, e.detail) for e in store.consent_of("+14155552699")] == [
         ("undeliverable", "carrier_error", "twilio_30005")]
     assert counts(store, campaign_id) == {"undelivered": 1}
+
+
+def test_a_transaction_that_lost_to_a_concurrent_one_is_tried_again(store, campaign_id, monkeypatch):
+    from pynamodb.exceptions import CancellationReason, TransactWriteError, VerboseClientError
+    from pynamodb.transactions import TransactWrite
+
+    # Given DynamoDB cancels the first attempt: another transaction held the counter shard
+    recipient = add(store, campaign_id)
+    commit, calls = TransactWrite._commit, []
+
+    def conflicted_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            cause = VerboseClientError(
+                {"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}}, "TransactWriteItems",
+                cancellation_reasons=[None, CancellationReason(code="TransactionConflict")],
+            )
+            raise TransactWriteError("Failed to write transaction items", cause=cause)
+        return commit(self)
+
+    monkeypatch.setattr(TransactWrite, "_commit", conflicted_once)
+
+    # When the recipient is claimed
+    moved = store.transition(recipient, Status.CLAIMED, attempt_id="a-1")
+
+    # Then the second attempt writes it, counted once
+    assert moved is not None and len(calls) == 2
+    assert counts(store, campaign_id) == {"claimed": 1}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -43,6 +45,7 @@ COUNT_SHARDS = 16
 DUE_SHARD = "due"
 _MAX_RACE_RETRIES = 8
 SECRET_MAX_AGE_SECONDS = 300
+_CONFLICT_RETRIES = 6
 
 
 def unresolved_shard(recipient_id: str) -> str:
@@ -305,27 +308,30 @@ class Store:
         if owned_by is not None:
             condition &= recipients.attempt_id == owned_by
         strict = campaign_sending or unless_suppressed is not None
+
+        def write(transaction: TransactWrite) -> None:
+            if campaign_sending:
+                transaction.condition_check(
+                    self.t.campaigns, current.campaign_id, condition=self.t.campaigns.state == "sending"
+                )
+            if unless_suppressed is not None:
+                transaction.condition_check(
+                    self.t.suppressions, self.phone_key(unless_suppressed),
+                    condition=self.t.suppressions.subject.does_not_exist(),
+                )
+            transaction.update(
+                recipients(current.campaign_id, current.recipient_id),
+                actions=actions,
+                condition=condition,
+                return_values="ALL_OLD",
+            )
+            transaction.update(
+                counts(current.campaign_id, count_shard(current.recipient_id)),
+                actions=[counter(counts, old).add(-1), counter(counts, new).add(1)],
+            )
+
         try:
-            with TransactWrite(connection=self._connection()) as transaction:
-                if campaign_sending:
-                    transaction.condition_check(
-                        self.t.campaigns, current.campaign_id, condition=self.t.campaigns.state == "sending"
-                    )
-                if unless_suppressed is not None:
-                    transaction.condition_check(
-                        self.t.suppressions, self.phone_key(unless_suppressed),
-                        condition=self.t.suppressions.subject.does_not_exist(),
-                    )
-                transaction.update(
-                    recipients(current.campaign_id, current.recipient_id),
-                    actions=actions,
-                    condition=condition,
-                    return_values="ALL_OLD",
-                )
-                transaction.update(
-                    counts(current.campaign_id, count_shard(current.recipient_id)),
-                    actions=[counter(counts, old).add(-1), counter(counts, new).add(1)],
-                )
+            self._transact(write)
         except TransactWriteError as exc:
             if not _is_condition_failure(exc) or strict:
                 raise
@@ -333,6 +339,22 @@ class Store:
             seen = recipients.from_raw_data(reason.raw_item) if reason is not None and reason.raw_item else None
             return False, seen
         return True, None
+
+    def _transact(self, write) -> None:
+        """One transaction; one that lost to a concurrent transaction on a shared item (a counter
+        shard, the campaign) was not applied at all, so it is simply tried again after a moment."""
+        for attempt in range(_CONFLICT_RETRIES):
+            try:
+                with TransactWrite(connection=self._connection()) as transaction:
+                    write(transaction)
+                return
+            except TransactWriteError as exc:
+                codes = {r.code for r in exc.cancellation_reasons if r is not None}
+                if "TransactionConflict" not in codes or "ConditionalCheckFailed" in codes:
+                    raise
+                if attempt == _CONFLICT_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
 
     def _reread(self, recipient: RecipientRecord) -> RecipientRecord | None:
         try:

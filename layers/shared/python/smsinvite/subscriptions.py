@@ -46,7 +46,7 @@ def is_list(campaign: CampaignRecord) -> bool:
 
 @dataclass(frozen=True)
 class SubscribeOutcome:
-    phone: str  # as given, masked in results
+    phone: str  # E.164 (as given when it is not a number), masked in results
     outcome: str  # pending, already_active, already_pending, or a refusal: invalid:<reason>, country_not_allowed, ...
 
     def as_dict(self) -> dict:
@@ -128,20 +128,20 @@ class SubscriptionLists:
             return SubscribeOutcome(raw, f"invalid:{invalid.reason.value}")
         if self.store.is_suppressed(phone.e164):
             # An opted-out person is not asked again; their own START or YES comes first.
-            return SubscribeOutcome(raw, "suppressed")
+            return SubscribeOutcome(phone.e164, "suppressed")
         existing = self._subscription(list_id, phone.e164)
         now = self.clock()
         if existing is not None and existing.state == SubscriptionState.ACTIVE.value:
-            return SubscribeOutcome(raw, "already_active")
+            return SubscribeOutcome(phone.e164, "already_active")
         if existing is not None and self._pending(existing, now):
             if self._confirmation_unsent(campaign, existing):
                 self._queue_confirmation(campaign, existing.recipient_id)  # a retried request: the claim sends once
-                return SubscribeOutcome(raw, "pending")
-            return SubscribeOutcome(raw, "already_pending")
+                return SubscribeOutcome(phone.e164, "pending")
+            return SubscribeOutcome(phone.e164, "already_pending")
         refusal = self.guard.refusal(phone, caller)
         if refusal:
             logger.info("subscribe refused", extra={"to": mask_phone(phone.e164), "reason": refusal})
-            return SubscribeOutcome(raw, refusal)
+            return SubscribeOutcome(phone.e164, refusal)
         recipient_id = recipient_id_for(campaign.campaign_id, f"{phone.e164}#{now.isoformat()}")
         until = now + timedelta(hours=self.settings.subscription_confirm_hours)
         subscriptions = self.store.t.subscriptions
@@ -155,7 +155,7 @@ class SubscriptionLists:
             record.save(condition=self._replaceable(existing))
         except PutError as exc:
             if _is_condition_failure(exc):
-                return SubscribeOutcome(raw, "already_pending")
+                return SubscribeOutcome(phone.e164, "already_pending")
             raise
         self.store.append_consent(
             ConsentEntry(phone.e164, ConsentEvent.OPT_IN, ConsentSource.COMMAND, now, list_id=list_id,
@@ -166,7 +166,7 @@ class SubscriptionLists:
             recipient_id=recipient_id,
         )
         self._queue_confirmation(campaign, recipient_id)
-        return SubscribeOutcome(raw, "pending")
+        return SubscribeOutcome(phone.e164, "pending")
 
     def _replaceable(self, existing: SubscriptionRecord | None):
         subscriptions = self.store.t.subscriptions
@@ -226,11 +226,11 @@ class SubscriptionLists:
             if subscription is None or subscription.state not in (
                 SubscriptionState.PENDING.value, SubscriptionState.ACTIVE.value
             ):
-                outcomes.append(SubscribeOutcome(raw, "not_subscribed"))
+                outcomes.append(SubscribeOutcome(phone.e164, "not_subscribed"))
                 continue
             moved = self._end(subscription, SubscriptionState.UNSUBSCRIBED, ConsentEvent.OPT_OUT,
                               ConsentSource.COMMAND, self.clock())
-            outcomes.append(SubscribeOutcome(raw, "unsubscribed" if moved else "not_subscribed"))
+            outcomes.append(SubscribeOutcome(phone.e164, "unsubscribed" if moved else "not_subscribed"))
         return outcomes
 
     def lapse_due(self, now: datetime) -> int:
