@@ -176,3 +176,30 @@ def test_a_transaction_that_lost_to_a_concurrent_one_is_tried_again(store, campa
     # Then the second attempt writes it, counted once
     assert moved is not None and len(calls) == 2
     assert counts(store, campaign_id) == {"claimed": 1}
+
+
+def test_a_carrier_error_callback_retried_after_a_failure_still_suppresses_once(store, local_aws, campaign_id, monkeypatch):
+    from smsinvite.delivery import apply_status_report
+    from smsinvite.store import Store
+
+    # Given the status write fails the first time the "undelivered 30006" callback arrives
+    recipient = queued_by_the_sender(store, campaign_id, "+14155552698")
+    report = callback(campaign_id, recipient.recipient_id, Status.UNDELIVERED, error_code=30006, to="+14155552698")
+    transition = Store.transition
+
+    def failing(self, *args, **kwargs):
+        raise RuntimeError("DynamoDB went away")
+
+    monkeypatch.setattr(Store, "transition", failing)
+    with pytest.raises(RuntimeError):
+        apply_status_report(store, local_aws, report)
+    monkeypatch.setattr(Store, "transition", transition)
+
+    # When Twilio retries it, and then delivers it once more
+    apply_status_report(store, local_aws, report)
+    apply_status_report(store, local_aws, report)
+
+    # Then the number is suppressed, the ledger says so once, and the status moved once
+    assert store.suppression("+14155552698").reason == "undeliverable"
+    assert len(store.consent_of("+14155552698")) == 1
+    assert counts(store, campaign_id) == {"undelivered": 1}

@@ -50,6 +50,8 @@ class ConsentEntry:
     message_sid: str | None = None
     text: str | None = None
     detail: str | None = None
+    # Set when the same event may be recorded again (a callback retried): the entry is then written once.
+    key: str | None = None
 
 
 LEDGER_COLUMNS = ("at", "phone", "event", "source", "list_id", "scope", "message_sid", "text", "detail")

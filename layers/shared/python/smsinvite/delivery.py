@@ -99,6 +99,7 @@ def suppress_for_error(
     entry = ConsentEntry(
         phone=phone, event=event, source=ConsentSource.CARRIER_ERROR, at=utcnow(),
         message_sid=message_sid, detail=f"twilio_{error_code}",
+        key=f"carrier#{message_sid}#{error_code}" if message_sid else None,
     )
     store.suppress(entry, reason)
     logger.info("number suppressed on a carrier error", extra={"to": mask_phone(phone), "reason": reason.value,
@@ -120,6 +121,10 @@ def apply_status_report(store: Store, settings: Settings, report: StatusReport) 
     }
     if report.error_code is not None:
         changes["error_code"] = report.error_code
+    if report.error_code is not None:
+        # First, and written once per message and code: if the status write below fails, the
+        # retried callback suppresses again harmlessly instead of finding the status moved and stopping.
+        suppress_for_error(store, settings, report.to, report.error_code, message_sid=report.message_sid)
     likely = store.guess(report.campaign_id, report.recipient_id, _LIKELY_BEFORE[report.status], report.attempt_id)
     moved = store.transition(likely, report.status, owned_by=report.attempt_id, **changes)
     if moved is None:
@@ -128,5 +133,4 @@ def apply_status_report(store: Store, settings: Settings, report: StatusReport) 
         # Expected outcomes of sending to real people: info, not error.
         logger.info("Twilio reported a failed message", extra={"status": report.status.value,
                                                                "error_code": report.error_code})
-        suppress_for_error(store, settings, report.to, report.error_code, message_sid=report.message_sid)
     return CallbackOutcome.APPLIED

@@ -490,12 +490,12 @@ class Store:
 
     def consent_of(self, phone: str) -> list[ConsentRecord]:
         """The number's ledger, oldest first."""
-        return list(self.t.consent.query(self.phone_key(phone), consistent_read=True))
+        return sorted(self.t.consent.query(self.phone_key(phone), consistent_read=True), key=lambda e: e.at)
 
     def _ledger_item(self, entry: ConsentEntry) -> ConsentRecord:
         return self.t.consent(
             self.phone_key(entry.phone),
-            f"{entry.at.isoformat()}#{secrets.token_hex(4)}",
+            entry.key or f"{entry.at.isoformat()}#{secrets.token_hex(4)}",
             phone=entry.phone,
             event=entry.event.value,
             source=entry.source.value,
