@@ -115,20 +115,18 @@ def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord
     """Every recipient, one row each, streamed to S3 in two passes (the first finds the merge fields)."""
     campaign_id = campaign.campaign_id
     field_names: dict[str, None] = {}
-    rows = 0
     for recipient in store.t.recipients.query(campaign_id, attributes_to_get=["fields"]):
         field_names.update(dict.fromkeys(recipient.fields.as_dict()))
-        rows += 1
     fields = list(field_names)
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
     key = f"{REPORTS_PREFIX}campaigns/{campaign_id}/recipients-{stamp}.csv"
 
-    def rows() -> Iterator[list]:
+    def lines() -> Iterator[list]:
         for recipient in store.t.recipients.query(campaign_id):
             values = recipient.fields.as_dict()
             yield [*(_cell(recipient, column) for column in _EXPORT_COLUMNS), *(values.get(f, "") for f in fields)]
 
-    _upload_csv(settings, key, [*_EXPORT_COLUMNS, *fields], rows())
+    rows = _upload_csv(settings, key, [*_EXPORT_COLUMNS, *fields], lines())
     return {"campaign_id": campaign_id, "bucket": settings.imports_bucket, "key": key, "rows": rows}
 
 
