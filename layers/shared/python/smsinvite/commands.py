@@ -162,6 +162,16 @@ class _CampaignFields(_Strict):
     audience: AudienceSources | None = None
     start_at: AwareDatetime | None = None
     recurrence: RecurrenceInput | None = None
+    # Recipient fields a redeem hands to the survey (nothing else about the invitee leaves smsinvite).
+    survey_fields: list[str] | None = Field(default=None, max_length=50)
+
+    @field_validator("survey_fields")
+    @classmethod
+    def _field_names(cls, names: list[str] | None) -> list[str] | None:
+        bad = [n for n in names or [] if not re.match(r"^\w{1,100}$", n) or n.lower() == "phone"]
+        if bad:
+            raise ValueError(f"not usable as survey fields: {', '.join(bad)} (field names; never phone)")
+        return names
 
     @field_validator("sender")
     @classmethod
@@ -205,6 +215,8 @@ class _CampaignFields(_Strict):
                 code_source=codes.source,
                 code_expires_after_seconds=int(codes.expires_after_hours * 3600) if codes.expires_after_hours else None,
             )
+        if "survey_fields" in given:
+            attributes["survey_fields"] = ",".join(self.survey_fields) if self.survey_fields else None
         if "audience" in given:
             attributes["audience"] = (self.audience or AudienceSources()).audience().as_json()
         if "recurrence" in given:

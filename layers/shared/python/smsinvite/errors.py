@@ -57,3 +57,24 @@ class TemporarilyUnavailable(SmsInviteError):
 
     code = "temporarily_unavailable"
     http_status = 503
+
+
+class Unauthorized(SmsInviteError):
+    """A survey-platform call without the right API key."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Gone(SmsInviteError):
+    """The code existed but can no longer be used: it expired, or its campaign closed."""
+
+    code = "gone"
+    http_status = 410
+
+
+class TooManyRequests(SmsInviteError):
+    """Too many failed look-ups from one address (or from everyone): guessing codes is slowed down."""
+
+    code = "too_many_requests"
+    http_status = 429

@@ -155,6 +155,10 @@ class Settings:
     allowed_countries: frozenset[str] = frozenset(DEFAULT_ALLOWED_COUNTRIES.split(","))
     subscribe_limit_per_number: int = 3  # per day
     subscribe_limit_per_caller: int = 100  # per hour
+    # The survey platform's API key (Secrets Manager), and failed code look-ups allowed a minute.
+    codes_api_key_secret: str = ""
+    guesses_per_ip: int = 20
+    guesses_in_total: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -217,6 +221,9 @@ class Settings:
             allowed_countries=_countries(env.get("ALLOWED_COUNTRIES", DEFAULT_ALLOWED_COUNTRIES), problems),
             subscribe_limit_per_number=number("SUBSCRIBE_LIMIT_PER_NUMBER", "3"),
             subscribe_limit_per_caller=number("SUBSCRIBE_LIMIT_PER_CALLER", "100"),
+            codes_api_key_secret=required("CODES_API_KEY_SECRET"),
+            guesses_per_ip=number("GUESSES_PER_IP", "20"),
+            guesses_in_total=number("GUESSES_IN_TOTAL", "1000"),
         )
         try:
             settings.keyword_policy()

@@ -85,6 +85,7 @@ class CampaignRecord(Model):
     name = UnicodeAttribute()
     state = UnicodeAttribute(default="draft")
     reply_text = UnicodeAttribute(null=True)  # a list's answer to a confirming YES
+    survey_fields = UnicodeAttribute(null=True)  # comma-separated: recipient fields a redeem returns to the survey
     survey_url = UnicodeAttribute()
     message_template = UnicodeAttribute()
     sender = UnicodeAttribute(null=True)
@@ -224,6 +225,11 @@ class CodeRecord(Model):
     expires_at = UTCDateTimeAttribute(null=True)
     # TTL: DynamoDB deletes the code some time after it can no longer be used.
     purge_at = NumberAttribute(null=True)
+    # What the invitee did with it (smsinvite.redemption): the first click, the redemption, the answer.
+    clicked_at = UTCDateTimeAttribute(null=True)
+    redeemed_at = UTCDateTimeAttribute(null=True)
+    session_id = UnicodeAttribute(null=True)  # the survey session that redeemed it
+    completed_at = UTCDateTimeAttribute(null=True)
 
     by_pool = _ByPool()
 
