@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from local.demo import NO_QUIET_HOURS, command, prepare, prepare_and_approve, wait_for
+from smsinvite.observability import mask_phone
 
 TEMPLATE = "Hi {first_name|there}, tell us how we did: {link}"
 
@@ -81,12 +82,22 @@ def test_a_campaign_goes_from_draft_to_completed_and_reports_and_exports_every_r
     # And the report and the export account for each of them
     report = command(stack, {"command": "report", "campaign_id": campaign_id})
     assert report["state"] == "completed" and report["preview"]["eligible"] == 3
+    assert report["funnel"] == {"audience": 3, "excluded": 0, "sent": 3, "delivered": 3, "failed": 0,
+                                "clicked": 0, "redeemed": 0, "completed": 0}
     exported = command(stack, {"command": "export", "campaign_id": campaign_id})
     assert exported["key"].startswith(f"reports/campaigns/{campaign_id}/") and exported["rows"] == 3
-    body = boto3.client("s3").get_object(Bucket=stack.bucket, Key=exported["key"])["Body"].read().decode()
-    rows = list(csv.DictReader(io.StringIO(body)))
-    assert sorted(row["phone"] for row in rows) == sorted(f"'{p}" for p in phones)  # safe against formulas
+    rows = exported_rows(stack, exported)
+    assert sorted(row["phone"] for row in rows) == sorted(f"'{mask_phone(p)}" for p in phones)  # masked, formula-safe
     assert {row["first_name"] for row in rows} == {"P0", "P1", "P2"}
+
+    # And numbers appear in full only when asked for
+    full = exported_rows(stack, command(stack, {"command": "export", "campaign_id": campaign_id, "full_numbers": True}))
+    assert sorted(row["phone"] for row in full) == sorted(f"'{p}" for p in phones)
+
+
+def exported_rows(stack, exported) -> list[dict]:
+    body = boto3.client("s3").get_object(Bucket=stack.bucket, Key=exported["key"])["Body"].read().decode()
+    return list(csv.DictReader(io.StringIO(body)))
 
 
 def test_refused_transitions_are_one_clear_error_and_change_nothing(stack, campaign_id):

@@ -139,3 +139,29 @@ def test_a_thousand_guesses_from_one_address_find_nothing_and_meet_429s(stack, s
     assert guess(real) == 429
     # And the invitee, from another address, is not locked out
     assert requests.get(f"{stack.api_url}/i/{real}", allow_redirects=False, timeout=10).status_code == 302
+
+
+def test_the_funnel_counts_each_stage_after_a_run(stack, store, campaign_id):
+    from local.demo import final_statuses, prepare_and_approve, wait_for
+
+    # Given four invitees texted, one of them unreachable
+    create_campaign(stack, campaign_id)
+    phones = [f"+1415556{uuid.uuid4().int % 9000 + 1000}" for _ in range(4)]
+    stack.twilio.set_outcome(phones[3], "undelivered", 30003)
+    command(stack, {"command": "add_recipients", "campaign_id": campaign_id,
+                    "recipients": [{"phone": p} for p in phones]})
+    prepare_and_approve(stack, campaign_id)
+    wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the run")
+    codes = {r.phone: r.code for r in store.t.recipients.query(campaign_id)}
+
+    # When three click, two redeem and one completes
+    for phone in phones[:3]:
+        requests.get(f"{stack.api_url}/i/{codes[phone]}", allow_redirects=False, timeout=10)
+    for phone in phones[:2]:
+        post(stack, codes[phone], "redeem", {"session_id": f"s-{phone}"})
+    post(stack, codes[phones[0]], "complete")
+
+    # Then the report's funnel says so
+    funnel = command(stack, {"command": "report", "campaign_id": campaign_id})["funnel"]
+    assert funnel == {"audience": 4, "excluded": 0, "sent": 4, "delivered": 3, "failed": 1,
+                      "clicked": 3, "redeemed": 2, "completed": 1}

@@ -248,6 +248,11 @@ class CampaignCommand(_Command):
     campaign_id: str = Field(pattern=_ID)
 
 
+class ExportRecipients(CampaignCommand):
+    # Phone numbers are masked in the export unless asked for in full.
+    full_numbers: bool = False
+
+
 class AddRecipients(_Command):
     campaign_id: str = Field(pattern=_ID)
     recipients: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_LIST_ENTRIES)
@@ -465,9 +470,9 @@ def report(context: CommandContext, command: CampaignCommand) -> dict:
     return CampaignReport(context.store.campaign(command.campaign_id), context.store).report()
 
 
-def export(context: CommandContext, command: CampaignCommand) -> dict:
+def export(context: CommandContext, command: ExportRecipients) -> dict:
     campaign = context.store.campaign(command.campaign_id)
-    return export_recipients(context.store, context.settings, campaign)
+    return export_recipients(context.store, context.settings, campaign, full_numbers=command.full_numbers)
 
 
 def _run_import(context: CommandContext, record, new: bool) -> dict:
@@ -514,7 +519,7 @@ COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, Any], dict]]
     "cancel": (CampaignCommand, cancel),
     "status": (CampaignCommand, campaign_status),
     "report": (CampaignCommand, report),
-    "export": (CampaignCommand, export),
+    "export": (ExportRecipients, export),
     "create_list": (CreateList, create_list),
     "subscribe": (Subscribe, subscribe),
     "unsubscribe": (Unsubscribe, unsubscribe),

@@ -7,7 +7,9 @@ from collections import Counter
 from collections.abc import Iterator
 
 from smsinvite import aws_clients
+from smsinvite.batches import DynamoBatches
 from smsinvite.consent import LEDGER_COLUMNS
+from smsinvite.observability import mask_phone, publish_funnel
 from smsinvite.reports import REPORTS_PREFIX, JoinedChunks, batched, csv_text
 from smsinvite.settings import Settings
 from smsinvite.status import Status
@@ -63,17 +65,32 @@ class CampaignReport:
         campaign, store = self.campaign, self.store
         reasons: Counter = Counter()
         deferred: list[str] = []
+        codes: list[tuple[str]] = []
         for recipient in store.t.recipients.query(
-            campaign.campaign_id, attributes_to_get=["status", "failure_reason", "error_code", "deferred_until"]
+            campaign.campaign_id, attributes_to_get=["status", "failure_reason", "error_code", "deferred_until", "code"]
         ):
+            if recipient.code and recipient.status in _HANDED_OVER:
+                codes.append((recipient.code,))
             if recipient.failure_reason and recipient.status in _REASONED:
                 reasons[f"{recipient.status}: {recipient.failure_reason}"] += 1
             elif recipient.status == Status.IMPORTED.value and recipient.deferred_until:
                 deferred.append(recipient.deferred_until)
         status = self.status()
         counts = {name: n for name, n in status.pop("counts").items() if n}
-        handed_over = sum(counts.get(s, 0) for s in ("queued", "sending", "sent", "delivered", "undelivered"))
+        handed_over = sum(counts.get(s, 0) for s in _HANDED_OVER)
         delivered = counts.get("delivered", 0)
+        used = DynamoBatches().get(store.t.codes, codes)
+        funnel = {
+            "audience": sum(counts.values()),
+            "excluded": sum(counts.get(s, 0) for s in ("excluded", "skipped_opted_out", "cancelled")),
+            "sent": handed_over,
+            "delivered": delivered,
+            "failed": counts.get("failed", 0) + counts.get("undelivered", 0),
+            "clicked": sum(1 for c in used if c.clicked_at is not None),
+            "redeemed": sum(1 for c in used if c.redeemed_at is not None),
+            "completed": sum(1 for c in used if c.completed_at is not None),
+        }
+        publish_funnel(campaign.campaign_id, funnel)
         report = {
             **{k: v for k, v in status.items() if not isinstance(v, dict)},
             "settings": {
@@ -82,6 +99,7 @@ class CampaignReport:
                 "quiet_hours": f"{campaign.window_opens}-{campaign.window_closes} local time",
                 "codes": campaign.code_source,
             },
+            "funnel": funnel,
             "recipients": counts,
             "delivery": {
                 "accepted_by_twilio": handed_over,
@@ -106,13 +124,16 @@ class CampaignReport:
         return report
 
 
+# Handed to Twilio: the funnel's "sent" (a reminder's too).
+_HANDED_OVER = ("queued", "sending", "sent", "delivered", "undelivered")
 _REASONED = frozenset(
     s.value for s in (Status.FAILED, Status.UNDELIVERED, Status.EXCLUDED, Status.SKIPPED_OPTED_OUT, Status.CANCELLED)
 )
 
 
-def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord) -> dict:
-    """Every recipient, one row each, streamed to S3 in two passes (the first finds the merge fields)."""
+def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord, *, full_numbers: bool = False) -> dict:
+    """Every recipient, one row each, streamed to S3 in two passes (the first finds the merge fields).
+    Phone numbers are masked unless `full_numbers` is asked for."""
     campaign_id = campaign.campaign_id
     field_names: dict[str, None] = {}
     for recipient in store.t.recipients.query(campaign_id, attributes_to_get=["fields"]):
@@ -124,7 +145,8 @@ def export_recipients(store: Store, settings: Settings, campaign: CampaignRecord
     def lines() -> Iterator[list]:
         for recipient in store.t.recipients.query(campaign_id):
             values = recipient.fields.as_dict()
-            yield [*(_cell(recipient, column) for column in _EXPORT_COLUMNS), *(values.get(f, "") for f in fields)]
+            yield [*(_cell(recipient, column, full_numbers) for column in _EXPORT_COLUMNS),
+                   *(values.get(f, "") for f in fields)]
 
     rows = _upload_csv(settings, key, [*_EXPORT_COLUMNS, *fields], lines())
     return {"campaign_id": campaign_id, "bucket": settings.imports_bucket, "key": key, "rows": rows}
@@ -158,8 +180,10 @@ def _upload_csv(settings: Settings, key: str, header: list, rows: Iterator[list]
     return written
 
 
-def _cell(recipient, column: str) -> object:
+def _cell(recipient, column: str, full_numbers: bool) -> object:
     value = getattr(recipient, column)
+    if column == "phone" and not full_numbers:
+        return mask_phone(value)
     if column == "updated_at" and value is not None:
         return value.isoformat()
     if column == "error_code" and value is not None:

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "smsinvite"
 NAMESPACE = "SmsInvite"
@@ -23,7 +23,7 @@ metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
 # A command or a webhook that counted nothing is normal, not worth a warning on every call.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
-__all__ = ["logger", "tracer", "metrics", "MetricUnit", "instrumented", "mask_phone"]
+__all__ = ["logger", "tracer", "metrics", "MetricUnit", "instrumented", "mask_phone", "publish_funnel"]
 
 
 def instrumented(handler: Callable) -> Callable:
@@ -47,3 +47,10 @@ def mask_phone(phone: str | None) -> str:
     if len(text) <= 6:
         return "*" * len(text)
     return text[:3] + "*" * (len(text) - 6) + text[-3:]
+
+
+def publish_funnel(campaign_id: str, funnel: dict[str, int]) -> None:
+    """Each stage of a campaign's funnel as a CloudWatch metric (EMF), with the campaign as dimension."""
+    for stage, count in funnel.items():
+        with single_metric(name=f"Funnel_{stage}", unit=MetricUnit.Count, value=count, namespace=NAMESPACE) as metric:
+            metric.add_dimension(name="campaign_id", value=campaign_id)
