@@ -1,5 +1,5 @@
 """Every minute -> reconcile unresolved sends, release recipients whose sending window opened, act on due
-campaigns, and lapse subscriptions never confirmed."""
+campaigns, lapse subscriptions never confirmed, and send the reminder rounds that are due."""
 
 from datetime import timedelta
 
@@ -9,6 +9,7 @@ from smsinvite.observability import instrumented, logger
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.reconcile import Reconciler
+from smsinvite.reminders import Reminders
 from smsinvite.scheduling import DueCampaigns, release_deferred
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
@@ -34,6 +35,8 @@ def lambda_handler(event: dict, context) -> dict:
     released = release_deferred(store, Queue(settings.send_queue_url), utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
     campaigns = due.run(utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
     lapsed = SubscriptionLists(store, settings, Queue(settings.send_queue_url)).lapse_due(utcnow())
-    tick = {"reconciled": dict(reconciled), "released": released, "campaigns": dict(campaigns), "lapsed": lapsed}
+    reminded = Reminders(store, Queue(settings.send_queue_url)).run_due(utcnow(), time_left=time_left, margin=MARGIN_SECONDS)
+    tick = {"reconciled": dict(reconciled), "released": released, "campaigns": dict(campaigns), "lapsed": lapsed,
+            "reminders_queued": reminded}
     logger.info("scheduler tick", extra=tick)
     return tick

@@ -165,3 +165,37 @@ def test_the_funnel_counts_each_stage_after_a_run(stack, store, campaign_id):
     funnel = command(stack, {"command": "report", "campaign_id": campaign_id})["funnel"]
     assert funnel == {"audience": 4, "excluded": 0, "sent": 4, "delivered": 3, "failed": 1,
                       "clicked": 3, "redeemed": 2, "completed": 1}
+
+
+def test_reminders_go_only_to_reached_invitees_who_have_not_answered_with_the_same_code(stack, store, campaign_id):
+    from local.demo import final_statuses, prepare_and_approve, wait_for
+
+    # Given four invitees: one answers, one is unreachable, one opts out after the invitation, one is silent
+    create_campaign(stack, campaign_id)
+    answered, unreachable, stopped, silent = (f"+1415554{uuid.uuid4().int % 9000 + 1000}" for _ in range(4))
+    stack.twilio.set_outcome(unreachable, "undelivered", 30003)
+    command(stack, {"command": "add_recipients", "campaign_id": campaign_id,
+                    "recipients": [{"phone": p} for p in (answered, unreachable, stopped, silent)]})
+    prepare_and_approve(stack, campaign_id)
+    wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the invitations")
+    codes = {r.phone: r.code for r in store.t.recipients.query(campaign_id)}
+    post(stack, codes[answered], "complete")
+    stack.twilio.send_inbound(f"{stack.api_url}/twilio/inbound", stopped, "+15005550006", "STOP")
+
+    # When two reminder rounds are due, at most one per invitee
+    soon = [(utcnow() + timedelta(seconds=s)).isoformat() for s in (1, 2)]
+    scheduled = command(stack, {"command": "schedule_reminders", "campaign_id": campaign_id,
+                                "template": "Still time to tell us: {link}", "dates": soon, "max_per_invitee": 1})
+    assert len(scheduled["rounds"]) == 2
+    wait_for(lambda: utcnow().isoformat() > soon[1], timeout=5, what="both rounds to be due")
+    stack.router.fire_schedule("SchedulerFunction")
+    stack.router.fire_schedule("SchedulerFunction")
+
+    # Then only the silent invitee is reminded, once, with the same code
+    reminders = wait_for(lambda: [m for m in stack.twilio.created(to=silent) if "Still time" in m.body],
+                         timeout=30, what="the reminder")
+    assert len(reminders) == 1 and codes[silent] in reminders[0].body
+    for phone in (answered, unreachable, stopped):
+        assert not [m for m in stack.twilio.created(to=phone) if "Still time" in m.body]
+    campaign = store.campaign(campaign_id)
+    assert campaign.reminder_due_at is None  # both rounds ran

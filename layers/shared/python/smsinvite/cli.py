@@ -40,7 +40,8 @@ CAMPAIGN_VERBS = {
     "cancel": "cancel the campaign",
     "status": "the campaign's state and counts (--watch to follow it)",
     "report": "the campaign's report, as tables",
-    "export": "write the per-recipient CSV export to the bucket",
+    "export": "write the per-recipient CSV export to the bucket (--set full_numbers=true for whole numbers)",
+    "schedule-reminders": "remind invitees who have not answered (--set template=... --set every_days=3)",
 }
 # Commands that name no campaign; their fields come from --json and --set.
 FIELD_VERBS = {

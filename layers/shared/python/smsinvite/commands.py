@@ -22,6 +22,7 @@ from smsinvite.messages import TemplateError, validate_template
 from smsinvite.phones import InvalidPhone, normalise
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
+from smsinvite.reminders import ReminderPlan, Reminders, plan_rounds
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
 from smsinvite.subscriptions import SubscriptionLists
@@ -275,6 +276,47 @@ class AddPanel(_Command):
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=_ID)
 
 
+# ------------------------------------------------------------------------------------ reminders
+class ScheduleReminders(_Command):
+    campaign_id: str = Field(pattern=_ID)
+    # The reminder's own text; each invitee keeps their code, so it needs {link} or {code}.
+    template: str = Field(min_length=1, max_length=1600)
+    after_days: float | None = Field(default=None, gt=0, le=366)
+    every_days: float | None = Field(default=None, gt=0, le=366)
+    until: AwareDatetime | None = None
+    dates: list[AwareDatetime] | None = Field(default=None, min_length=1, max_length=20)
+    max_per_invitee: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        _CampaignFields._template(value)
+        if "{link}" not in value and "{code}" not in value:
+            raise ValueError("a reminder carries the invitee's {link} or {code}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> "ScheduleReminders":
+        given = [name for name in ("after_days", "every_days", "dates") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one schedule: after_days, every_days (optionally until) or dates")
+        if self.until is not None and self.every_days is None:
+            raise ValueError("until goes with every_days")
+        return self
+
+
+def schedule_reminders(context: CommandContext, command: ScheduleReminders) -> dict:
+    campaign = context.store.campaign(command.campaign_id)
+    now = utcnow()
+    rounds = plan_rounds(
+        campaign.started_at or now, now, after_days=command.after_days, every_days=command.every_days,
+        until=command.until, dates=tuple(command.dates or ()), max_per_invitee=command.max_per_invitee,
+    )
+    plan = ReminderPlan(command.template, tuple(r.isoformat() for r in rounds), command.max_per_invitee)
+    Reminders(context.store, Queue(context.settings.send_queue_url)).schedule(command.campaign_id, plan)
+    return {"campaign_id": command.campaign_id, "rounds": list(plan.rounds), "max_per_invitee": plan.max_per_invitee}
+
+
 # ------------------------------------------------------------------------------------ lists and consent
 MAX_SUBSCRIBE_ENTRIES = 100
 
@@ -520,6 +562,7 @@ COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, Any], dict]]
     "status": (CampaignCommand, campaign_status),
     "report": (CampaignCommand, report),
     "export": (ExportRecipients, export),
+    "schedule_reminders": (ScheduleReminders, schedule_reminders),
     "create_list": (CreateList, create_list),
     "subscribe": (Subscribe, subscribe),
     "unsubscribe": (Unsubscribe, unsubscribe),

@@ -189,7 +189,7 @@ class Store:
 
     def add_recipient(
         self, campaign_id: str, phone: Phone, fields: Mapping[str, str], *, import_id: str, row_number: int,
-        recipient_id: str | None = None,
+        recipient_id: str | None = None, code: str | None = None, code_expires_at: datetime | None = None,
     ) -> bool:
         """Store a new recipient; False when the campaign already has this number (first one wins)."""
         record = self.t.recipients(
@@ -202,6 +202,8 @@ class Store:
             import_id=import_id,
             row_number=row_number,
             updated_at=utcnow(),
+            code=code,
+            code_expires_at=code_expires_at,
         )
         try:
             with TransactWrite(connection=self._connection()) as transaction:

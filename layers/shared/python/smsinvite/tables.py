@@ -78,6 +78,15 @@ class _ByDeferred(GlobalSecondaryIndex):
     deferred_until = UnicodeAttribute(range_key=True)
 
 
+class _ByReminder(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by-reminder"
+        projection = KeysOnlyProjection()
+
+    reminder_shard = UnicodeAttribute(hash_key=True)
+    reminder_due_at = UnicodeAttribute(range_key=True)
+
+
 class CampaignRecord(Model):
     campaign_id = UnicodeAttribute(hash_key=True)
     # "survey" sends invitations with codes; "list" is a subscription list sending its confirmations.
@@ -85,7 +94,11 @@ class CampaignRecord(Model):
     name = UnicodeAttribute()
     state = UnicodeAttribute(default="draft")
     reply_text = UnicodeAttribute(null=True)  # a list's answer to a confirming YES
-    survey_fields = UnicodeAttribute(null=True)  # comma-separated: recipient fields a redeem returns to the survey
+    survey_fields = UnicodeAttribute(null=True)
+    # Reminders to non-responders (smsinvite.reminders): the plan, and when its next round is due.
+    reminders = UnicodeAttribute(null=True)
+    reminder_shard = UnicodeAttribute(null=True)
+    reminder_due_at = UnicodeAttribute(null=True)  # comma-separated: recipient fields a redeem returns to the survey
     survey_url = UnicodeAttribute()
     message_template = UnicodeAttribute()
     sender = UnicodeAttribute(null=True)
@@ -131,6 +144,7 @@ class CampaignRecord(Model):
     rows_landline = NumberAttribute(default=0)
 
     by_due = _ByDue()
+    by_reminder = _ByReminder()
 
 
 class CountShardRecord(Model):
@@ -181,6 +195,7 @@ class RecipientRecord(Model):
     # Parked outside the recipient's sending window: the scheduler queues it again at deferred_until.
     deferred_shard = UnicodeAttribute(null=True)
     deferred_until = UnicodeAttribute(null=True)
+    reminders_sent = NumberAttribute(null=True)  # reminder rounds this invitee was put in
 
     by_phone = _ByPhone()
     by_deferred = _ByDeferred()
