@@ -92,7 +92,7 @@ class GuessGuard:
 
 class Redemptions:
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
-        self.store, self.clock = store, clock
+        self.store, self.settings, self.clock = store, settings, clock
         self.guard = GuessGuard(store, settings, clock)
 
     # ------------------------------------------------------------------ look-ups
@@ -126,7 +126,7 @@ class Redemptions:
         """The survey URL with the code, for the short link; the first click is recorded."""
         record, campaign = self.invitation(code, source_ip)
         self._set_once(code, "clicked_at")
-        return with_code(campaign.survey_url, code)
+        return with_code(campaign.survey_url, code, self.settings.code_query_parameter)
 
     def redeem(self, code: str, session_id: str, source_ip: str) -> Admission:
         record, campaign = self.invitation(code, source_ip)

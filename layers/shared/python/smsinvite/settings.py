@@ -159,6 +159,8 @@ class Settings:
     codes_api_key_secret: str = ""
     guesses_per_ip: int = 20
     guesses_in_total: int = 1000
+    # The query parameter the short link hands the code to the survey under.
+    code_query_parameter: str = "code"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -224,6 +226,7 @@ class Settings:
             codes_api_key_secret=required("CODES_API_KEY_SECRET"),
             guesses_per_ip=number("GUESSES_PER_IP", "20"),
             guesses_in_total=number("GUESSES_IN_TOTAL", "1000"),
+            code_query_parameter=env.get("CODE_QUERY_PARAMETER", "").strip() or "code",
         )
         try:
             settings.keyword_policy()
@@ -236,6 +239,8 @@ class Settings:
             ("https://", "http://127.0.0.1", "http://localhost")
         ):
             problems.append("PUBLIC_WEBHOOK_BASE_URL must be an https:// URL")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", settings.code_query_parameter):
+            problems.append("CODE_QUERY_PARAMETER must be a query parameter name (letters, digits, _ . -)")
         if problems:
             raise ConfigurationError("; ".join(problems))
         return settings

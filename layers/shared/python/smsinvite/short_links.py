@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-CODE_PARAMETER = "code"
-
-
-def with_code(survey_url: str, code: str) -> str:
+def with_code(survey_url: str, code: str, parameter: str = "code") -> str:
+    """The survey URL with the code under `parameter` (CODE_QUERY_PARAMETER), replacing any there."""
     parts = urlsplit(survey_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != CODE_PARAMETER]
-    query.append((CODE_PARAMETER, code))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != parameter]
+    query.append((parameter, code))
     return urlunsplit(parts._replace(query=urlencode(query)))
