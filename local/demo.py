@@ -9,10 +9,15 @@ The same flow is the end-to-end test's (tests/e2e), so what the demo shows is wh
 `make demo` also shows consent at work: a STOP posted mid-send by a recipient not yet texted (the
 sender skips the number and the ledger says why), a HELP, and a double opt-in to a subscription
 list (subscribe, the confirmation SMS, the YES reply, the welcome, the active subscription).
+
+It ends with what follows the send: a few invitees click their link, the survey platform redeems
+their code and records one answer; a reminder round texts the invitees reached who have not
+answered; and the campaign's funnel, from audience to completed.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -409,6 +414,141 @@ def run_double_opt_in(stack, say: Callable[[str], None], *, first_step: int = 9)
     return [phone]
 
 
+REMINDER_TEMPLATE = "A reminder: your survey is still open at {link}"
+FUNNEL_STAGES = ("audience", "excluded", "sent", "delivered", "failed", "clicked", "redeemed", "completed")
+
+
+def codes_api_key() -> str:
+    """The survey platform's key for POST /codes/..., from Secrets Manager."""
+    from smsinvite import aws_clients
+    from smsinvite.settings import Settings
+
+    secret = Settings.from_env().codes_api_key_secret
+    return aws_clients.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
+
+
+def _answer(response) -> str:
+    try:
+        return json.dumps(response.json(), sort_keys=True)
+    except ValueError:
+        return response.text.strip()[:120]
+
+
+def run_survey_visits(stack, campaign_id: str, say: Callable[[str], None], *, first_step: int, visitors: int = 2
+                      ) -> tuple[int, list[str]]:
+    """Delivered invitees click their link, the survey redeems their code, one completes; a guessed code.
+
+    The next step number, and the numbers of the invitees who completed."""
+    import requests
+
+    from smsinvite.observability import mask_phone
+    from smsinvite.settings import Settings
+    from smsinvite.store import Store
+
+    store = Store(Settings.from_env())
+    step = first_step
+    delivered = sorted(
+        (r for r in store.t.recipients.query(campaign_id, consistent_read=True) if r.status == "delivered" and r.code),
+        key=lambda r: r.phone,
+    )[:visitors]
+    say(f"{step}. {len(delivered)} delivered invitees click their link (GET /i/<code>)")
+    step += 1
+    for invitee in delivered:
+        response = requests.get(f"{stack.api_url}/i/{invitee.code}", allow_redirects=False, timeout=10)
+        say(f"   {mask_phone(invitee.phone):<16} GET /i/{invitee.code} -> {response.status_code} "
+            f"Location: {response.headers.get('Location', '-')}")
+    guess = requests.get(f"{stack.api_url}/i/NOSUCHCODE12", allow_redirects=False, timeout=10)
+    say(f"   a guess: GET /i/NOSUCHCODE12 -> {guess.status_code} (a page that reveals nothing; guesses are counted)")
+    if not delivered:
+        return step, []
+
+    say(f"{step}. the survey platform redeems each code (POST /codes/<code>/redeem, header x-api-key)")
+    step += 1
+    headers = {"x-api-key": codes_api_key(), "content-type": "application/json"}
+    for n, invitee in enumerate(delivered, start=1):
+        response = requests.post(f"{stack.api_url}/codes/{invitee.code}/redeem",
+                                 data=json.dumps({"session_id": f"demo-{n}"}), headers=headers, timeout=10)
+        say(f"   {invitee.code}: {response.status_code} {_answer(response)}")
+
+    finisher = delivered[0]
+    say(f"{step}. {mask_phone(finisher.phone)} answers the survey (POST /codes/<code>/complete)")
+    step += 1
+    response = requests.post(f"{stack.api_url}/codes/{finisher.code}/complete", headers=headers, timeout=10)
+    say(f"   {finisher.code}: {response.status_code} {_answer(response)}")
+    return step, ([finisher.phone] if response.status_code == 200 else [])
+
+
+def run_reminder_round(stack, campaign_id: str, say: Callable[[str], None], *, first_step: int,
+                       completed: list[str], in_seconds: float = 2) -> tuple[int, int]:
+    """One reminder round, due in a moment; the scheduler runs it; who is reminded and why the others not.
+
+    The next step number, and how many reminders the simulator received."""
+    from datetime import timedelta
+
+    from smsinvite.batches import DynamoBatches
+    from smsinvite.observability import mask_phone
+    from smsinvite.reminders import round_campaign_id
+    from smsinvite.settings import Settings
+    from smsinvite.store import Store
+
+    store = Store(Settings.from_env())
+    step = first_step
+    due = datetime.now(timezone.utc) + timedelta(seconds=in_seconds)
+    say(f"{step}. schedule a reminder round (schedule_reminders): due at {due:%H:%M:%S} UTC, at most 1 per invitee")
+    step += 1
+    scheduled = command(stack, {"command": "schedule_reminders", "campaign_id": campaign_id, "template": REMINDER_TEMPLATE,
+                                "dates": [due.isoformat()], "max_per_invitee": 1})
+    say(f"   rounds {', '.join(scheduled['rounds'])}; text: {REMINDER_TEMPLATE}")
+
+    say(f"{step}. the scheduler's tick (every minute in AWS; fired here once the round is due)")
+    step += 1
+    time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    tick = stack.router.fire_schedule("SchedulerFunction")
+    say(f"   reminders_queued {tick.get('reminders_queued')}")
+    if not tick.get("reminders_queued"):
+        say("   (none queued by this tick: the stack's own schedule may have run the round first)")
+
+    round_id = round_campaign_id(campaign_id, 1)
+    invitees = {r.phone: r for r in store.t.recipients.query(campaign_id, consistent_read=True)}
+    try:
+        rounds = wait_for(lambda: final_statuses(store, round_id), timeout=60, what="the reminders")
+    except TimeoutError as late:
+        say(f"   {late}")
+        return step, 0
+    reminded = {phone: [m for m in stack.twilio.created(to=phone) if "A reminder" in m.body] for phone in invitees}
+    reminded = {phone: messages for phone, messages in reminded.items() if messages}
+    say(f"   round {round_id!r}: {len(rounds)} invitee{'s' if len(rounds) != 1 else ''} put in it")
+    suppressed = store.suppressed_among(DynamoBatches(), invitees)
+    for phone, invitee in sorted(invitees.items()):
+        if phone in reminded:
+            why = f"reminded: {reminded[phone][-1].body}"
+        elif rounds.get(phone) == "deferred":
+            why = "in the round, deferred by quiet hours: reminded when its window opens"
+        elif phone in rounds:
+            why = f"in the round, {rounds[phone]}"
+        elif phone in completed:
+            why = "not reminded: answered the survey"
+        elif phone in suppressed:
+            why = "not reminded: opted out"
+        elif invitee.status == "imported" and invitee.deferred_until:
+            why = "not reminded: its invitation still waits for quiet hours to end"
+        else:
+            why = f"not reminded: invitation {invitee.status}"
+        say(f"   {mask_phone(phone):<16} {why}")
+    expected = {p for p, r in invitees.items() if r.status == "delivered" and p not in completed and p not in suppressed}
+    if set(reminded) != expected:
+        say(f"   (expected {len(expected)} reminded, the delivered who did not answer; {len(reminded)} were)")
+    return step, sum(len(messages) for messages in reminded.values())
+
+
+def funnel_lines(funnel: dict) -> list[str]:
+    stages = [s for s in FUNNEL_STAGES if s in funnel] + [s for s in funnel if s not in FUNNEL_STAGES]
+    width = max(len("stage"), *(len(s) for s in stages))
+    lines = [f"{'stage':<{width}}  count", f"{'-' * width}  -----"]
+    lines += [f"{stage:<{width}}  {funnel[stage]:>5}" for stage in stages]
+    return lines
+
+
 def preview_lines(preview: dict) -> list[str]:
     audience, messages, cost = preview["audience"], preview["messages"], preview["cost"]
     lines = [f"eligible {audience['eligible']}; excluded at prepare {_outcomes(audience['excluded']) or 'none'}; "
@@ -453,12 +593,23 @@ def main() -> int:
     from smsinvite.cli import format_report
 
     say("smsinvite demo: a campaign end to end on the embedded default (moto, DynamoDB Local, Twilio simulator)\n")
+    reminders = 0
     try:
         with LocalStack(StackOptions()) as stack:
             say(f"local stack up: DynamoDB engine {stack.services.engine}, API {stack.api_url}\n")
             result = run_demo_campaign(stack, say=say, stop_mid_send=True)
             say("")
             panel_phones = run_double_opt_in(stack, say)
+            say("")
+            step, completed = run_survey_visits(stack, CAMPAIGN_ID, say, first_step=14)
+            step, reminders = run_reminder_round(stack, CAMPAIGN_ID, say, first_step=step, completed=completed)
+            say(f"{step}. the funnel (smsinvite report, fetched again: the report printed below is this one)")
+            result.report = command(stack, {"command": "report", "campaign_id": CAMPAIGN_ID})
+            result.campaign = command(stack, {"command": "status", "campaign_id": CAMPAIGN_ID})
+            for line in funnel_lines(result.report["funnel"]):
+                say(f"   {line}")
+            say("   each stage is also published as a CloudWatch metric Funnel_<stage> (EMF, namespace SmsInvite, "
+                "dimension campaign_id)")
     finally:
         sys.stdout.close()
         sys.stdout = narration
@@ -474,6 +625,10 @@ def main() -> int:
     print(f"  invited after prepare   {result.preview['audience']['eligible']}")
     print(f"  Twilio messages created {result.twilio_creates}")
     print(f"  status callbacks        {result.callbacks_posted}")
+    funnel = result.report["funnel"]
+    print(f"  codes clicked/redeemed  {funnel['clicked']} / {funnel['redeemed']}")
+    print(f"  surveys completed       {funnel['completed']}")
+    print(f"  reminders created       {reminders}")
     print(f"  campaign counters       {_outcomes(counts)}")
     print(f"  function logs           {log_path}")
     print(f"  whole numbers in logs   {leaked}")

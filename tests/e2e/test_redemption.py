@@ -4,6 +4,7 @@ import json
 import threading
 import uuid
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import requests
 
@@ -199,3 +200,12 @@ def test_reminders_go_only_to_reached_invitees_who_have_not_answered_with_the_sa
         assert not [m for m in stack.twilio.created(to=phone) if "Still time" in m.body]
     campaign = store.campaign(campaign_id)
     assert campaign.reminder_due_at is None  # both rounds ran
+
+
+def test_reminder_dates_in_any_time_zone_are_kept_in_utc(stack, store, campaign_id):
+    create_campaign(stack, campaign_id)
+    tokyo = (utcnow() + timedelta(hours=1)).astimezone(ZoneInfo("Asia/Tokyo"))
+    scheduled = command(stack, {"command": "schedule_reminders", "campaign_id": campaign_id,
+                                "template": "Reminder: {link}", "dates": [tokyo.isoformat()]})
+    assert scheduled["rounds"][0].endswith("+00:00")
+    assert store.campaign(campaign_id).reminder_due_at == scheduled["rounds"][0]

@@ -6,7 +6,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
@@ -312,7 +312,9 @@ def schedule_reminders(context: CommandContext, command: ScheduleReminders) -> d
         campaign.started_at or now, now, after_days=command.after_days, every_days=command.every_days,
         until=command.until, dates=tuple(command.dates or ()), max_per_invitee=command.max_per_invitee,
     )
-    plan = ReminderPlan(command.template, tuple(r.isoformat() for r in rounds), command.max_per_invitee)
+    # In UTC: rounds are compared as text with the scheduler's clock.
+    utc = tuple(r.astimezone(timezone.utc).isoformat() for r in rounds)
+    plan = ReminderPlan(command.template, utc, command.max_per_invitee)
     Reminders(context.store, Queue(context.settings.send_queue_url)).schedule(command.campaign_id, plan)
     return {"campaign_id": command.campaign_id, "rounds": list(plan.rounds), "max_per_invitee": plan.max_per_invitee}
 

@@ -7,6 +7,7 @@ the tracer never captures responses. Log phone numbers through `mask_phone`.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from collections.abc import Callable
 
@@ -51,6 +52,8 @@ def mask_phone(phone: str | None) -> str:
 
 def publish_funnel(campaign_id: str, funnel: dict[str, int]) -> None:
     """Each stage of a campaign's funnel as a CloudWatch metric (EMF), with the campaign as dimension."""
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":  # single_metric ignores it
+        return
     for stage, count in funnel.items():
         with single_metric(name=f"Funnel_{stage}", unit=MetricUnit.Count, value=count, namespace=NAMESPACE) as metric:
             metric.add_dimension(name="campaign_id", value=campaign_id)

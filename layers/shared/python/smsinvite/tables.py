@@ -94,11 +94,11 @@ class CampaignRecord(Model):
     name = UnicodeAttribute()
     state = UnicodeAttribute(default="draft")
     reply_text = UnicodeAttribute(null=True)  # a list's answer to a confirming YES
-    survey_fields = UnicodeAttribute(null=True)
+    survey_fields = UnicodeAttribute(null=True)  # comma-separated: recipient fields a redeem returns to the survey
     # Reminders to non-responders (smsinvite.reminders): the plan, and when its next round is due.
     reminders = UnicodeAttribute(null=True)
     reminder_shard = UnicodeAttribute(null=True)
-    reminder_due_at = UnicodeAttribute(null=True)  # comma-separated: recipient fields a redeem returns to the survey
+    reminder_due_at = UnicodeAttribute(null=True)  # UTC ISO time, compared as text
     survey_url = UnicodeAttribute()
     message_template = UnicodeAttribute()
     sender = UnicodeAttribute(null=True)
