@@ -1,5 +1,6 @@
 """Consent on the local stack: keywords, double opt-in, pumping limits, carrier errors and erasure."""
 
+import itertools
 import uuid
 
 import pytest
@@ -11,9 +12,12 @@ from local.demo import NO_QUIET_HOURS, command, create_campaign, final_statuses,
 SENDER = "+15005550006"
 
 
+_SERIAL = itertools.count(1000 + uuid.uuid4().int % 4000)
+
+
 def number(prefix: str = "+1415557") -> str:
-    """A number of this test's own: suppression is system-wide."""
-    return f"{prefix}{uuid.uuid4().int % 9000 + 1000}"
+    """A number of this test's own (suppression is system-wide): never the same twice in a module."""
+    return f"{prefix}{next(_SERIAL):04d}"
 
 
 def inbound(stack, phone: str, body: str, **redelivery) -> tuple[int, str]:

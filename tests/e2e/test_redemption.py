@@ -1,5 +1,6 @@
 """The survey platform's side of a code, on the local stack: redeem once, complete, keys, guessing."""
 
+import itertools
 import json
 import threading
 import uuid
@@ -13,6 +14,14 @@ from smsinvite.phones import normalise
 from smsinvite.store import utcnow
 
 
+_SERIAL = itertools.count(1000 + uuid.uuid4().int % 4000)
+
+
+def number(prefix: str) -> str:
+    """A number of this test's own: never the same twice in a module."""
+    return f"{prefix}{next(_SERIAL):04d}"
+
+
 def api_key() -> str:
     from smsinvite import aws_clients
     from smsinvite.settings import Settings
@@ -23,7 +32,7 @@ def api_key() -> str:
 
 def invitee(store, campaign_id, *, expires_at=None, fields=None) -> str:
     """Given a code issued to one invitee of the campaign."""
-    phone = normalise(f"+1415559{uuid.uuid4().int % 9000 + 1000}", "US")
+    phone = normalise(number("+1415559"), "US")
     store.add_recipient(campaign_id, phone, fields or {}, import_id="i", row_number=1)
     [recipient] = [r for r in store.t.recipients.query(campaign_id) if r.phone == phone.e164]
     code = uuid.uuid4().hex[:12].upper()
@@ -147,7 +156,7 @@ def test_the_funnel_counts_each_stage_after_a_run(stack, store, campaign_id):
 
     # Given four invitees texted, one of them unreachable
     create_campaign(stack, campaign_id)
-    phones = [f"+1415556{uuid.uuid4().int % 9000 + 1000}" for _ in range(4)]
+    phones = [number("+1415556") for _ in range(4)]
     stack.twilio.set_outcome(phones[3], "undelivered", 30003)
     command(stack, {"command": "add_recipients", "campaign_id": campaign_id,
                     "recipients": [{"phone": p} for p in phones]})
@@ -173,7 +182,7 @@ def test_reminders_go_only_to_reached_invitees_who_have_not_answered_with_the_sa
 
     # Given four invitees: one answers, one is unreachable, one opts out after the invitation, one is silent
     create_campaign(stack, campaign_id)
-    answered, unreachable, stopped, silent = (f"+1415554{uuid.uuid4().int % 9000 + 1000}" for _ in range(4))
+    answered, unreachable, stopped, silent = (number("+1415554") for _ in range(4))
     stack.twilio.set_outcome(unreachable, "undelivered", 30003)
     command(stack, {"command": "add_recipients", "campaign_id": campaign_id,
                     "recipients": [{"phone": p} for p in (answered, unreachable, stopped, silent)]})

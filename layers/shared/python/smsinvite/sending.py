@@ -45,6 +45,7 @@ from smsinvite.queues import Queue
 from smsinvite.sending_window import NoSendingTime
 from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
+from smsinvite.subscriptions import is_list
 from smsinvite.store import Store, unresolved_shard, utcnow
 from smsinvite.tables import CampaignRecord, RecipientRecord
 from smsinvite.throttle import LATE_BUDGET, Busy, lanes_for
@@ -192,7 +193,7 @@ class InvitationSender:
             return _decided(plan, SendOutcome.CANCELLED, "campaign_cancelled")
         if state is not CampaignState.SENDING:
             return _decided(plan, SendOutcome.HELD)
-        if recipient.exclusion or (not recipient.code and campaign.kind != "list"):
+        if recipient.exclusion or (not recipient.code and not is_list(campaign)):
             return _decided(plan, SendOutcome.EXCLUDED, recipient.exclusion or "not_prepared")
         if recipient.phone in suppressed:
             return _decided(plan, SendOutcome.SKIPPED_OPTED_OUT, "suppressed")

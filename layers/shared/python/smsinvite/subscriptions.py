@@ -245,11 +245,6 @@ class SubscriptionLists:
                                         ConsentSource.EXPIRY, now)
         return lapsed
 
-    def active_members(self, list_id: str) -> Iterable[SubscriptionRecord]:
-        for subscription in self.store.t.subscriptions.query(list_id, consistent_read=True):
-            if subscription.state == SubscriptionState.ACTIVE.value:
-                yield subscription
-
     # ------------------------------------------------------------------ storage
     def _subscription(self, list_id: str, phone: str) -> SubscriptionRecord | None:
         try:
