@@ -11,9 +11,10 @@ import csv
 import io
 import re
 
+import phonenumbers
+
 from smsinvite import aws_clients
 from smsinvite.observability import logger, mask_phone
-from smsinvite.phones import normalise
 from smsinvite.reports import REPORTS_PREFIX
 from smsinvite.settings import Settings
 from smsinvite.store import Store, utcnow
@@ -98,21 +99,15 @@ class Erasure:
 
 def _matcher(phone: str):
     """A cell holds the number when its digits are the number's, with or without country code or trunk 0."""
-    parsed = normalise(phone, None)
-    full = parsed.e164.lstrip("+")
-    national = full[len(str(_country_code(parsed.e164))):]
+    parsed = phonenumbers.parse(phone)
+    national = phonenumbers.national_significant_number(parsed)
+    full = f"{parsed.country_code}{national}"
 
     def matches(cell: str) -> bool:
         digits = re.sub(r"\D", "", cell)
         return digits in (full, national, "0" + national, "00" + full, "011" + full, "1" + national)
 
     return matches
-
-
-def _country_code(e164: str) -> int:
-    import phonenumbers
-
-    return phonenumbers.parse(e164).country_code
 
 
 def _without(text: str, matches) -> tuple[str, int]:

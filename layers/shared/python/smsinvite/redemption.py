@@ -66,28 +66,19 @@ class GuessGuard:
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
         self.store, self.settings, self.clock = store, settings, clock
 
-    def _windows(self, source_ip: str) -> list[tuple[str, int]]:
-        window = int(self.clock().timestamp() // GUESS_WINDOW.total_seconds())
-        return [
-            (f"guess#ip#{source_ip}#{window}", self.settings.guesses_per_ip),
-            (f"guess#all#{window}", self.settings.guesses_in_total),
-        ]
+    def _counters(self, source_ip: str) -> list[tuple[str, int]]:
+        return [(f"guess#ip#{source_ip}", self.settings.guesses_per_ip), ("guess#all", self.settings.guesses_in_total)]
 
     def check(self, source_ip: str) -> None:
-        limits = self.store.t.limits
-        for key, limit in self._windows(source_ip):
-            try:
-                used = int(limits.get(key, consistent_read=True).used)
-            except DoesNotExist:
-                continue
-            if used >= limit:
+        now = self.clock()
+        for name, limit in self._counters(source_ip):
+            if self.store.used_in_window(name, GUESS_WINDOW, now) >= limit:
                 raise TooManyRequests("too many failed look-ups; try again in a minute")
 
     def failed(self, source_ip: str) -> None:
-        limits = self.store.t.limits
-        expires = int(self.clock().timestamp() + 2 * GUESS_WINDOW.total_seconds())
-        for key, _ in self._windows(source_ip):
-            limits(key).update(actions=[limits.used.add(1), limits.expires_at.set(expires)])
+        now = self.clock()
+        for name, _ in self._counters(source_ip):
+            self.store.add_to_window(name, GUESS_WINDOW, now)
 
 
 class Redemptions:

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError, UpdateError
@@ -508,6 +508,40 @@ class Store:
             text=entry.text,
             detail=entry.detail,
         )
+
+    # ------------------------------------------------------------------ rate limits
+    def _window(self, name: str, window: timedelta, now: datetime):
+        """The fixed window `now` falls in, as its LimitsTable item, and when DynamoDB may drop it."""
+        seconds = int(window.total_seconds())
+        start = int(now.timestamp()) // seconds * seconds
+        return self.t.limits(f"{name}#{start}"), start + 2 * seconds
+
+    def take_from_window(self, name: str, window: timedelta, limit: int, now: datetime) -> bool:
+        """Use one of the window's `limit` uses, in one conditional write; False when it is used up."""
+        limits = self.t.limits
+        item, expires = self._window(name, window, now)
+        try:
+            item.update(
+                actions=[limits.used.add(1), limits.expires_at.set(expires)],
+                condition=limits.used.does_not_exist() | (limits.used < limit),
+            )
+        except UpdateError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def add_to_window(self, name: str, window: timedelta, now: datetime) -> None:
+        limits = self.t.limits
+        item, expires = self._window(name, window, now)
+        item.update(actions=[limits.used.add(1), limits.expires_at.set(expires)])
+
+    def used_in_window(self, name: str, window: timedelta, now: datetime) -> int:
+        item, _ = self._window(name, window, now)
+        try:
+            return int(self.t.limits.get(item.limit_key, consistent_read=True).used)
+        except DoesNotExist:
+            return 0
 
     # ------------------------------------------------------------------ inbox
     def record_inbound(self, record_fields: dict) -> bool:

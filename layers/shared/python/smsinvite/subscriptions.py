@@ -22,7 +22,7 @@ from smsinvite.observability import logger, mask_phone
 from smsinvite.phones import InvalidPhone, LineType, normalise
 from smsinvite.queues import Queue
 from smsinvite.settings import Settings
-from smsinvite.store import Store, _is_condition_failure, recipient_id_for, unresolved_shard, utcnow
+from smsinvite.store import UNRESOLVED_SHARDS, Store, _is_condition_failure, recipient_id_for, unresolved_shard, utcnow
 from smsinvite.tables import CampaignRecord, SubscriptionRecord
 
 LIST_PREFIX = "list-"
@@ -67,29 +67,14 @@ class PumpingGuard:
             return "premium_rate"
         if phone.line_type is LineType.LANDLINE:
             return "landline"
-        if not self._within("number", self.store.phone_key(phone.e164), self.settings.subscribe_limit_per_number):
+        store, now = self.store, self.clock()
+        number = f"subscribe#number#{store.phone_key(phone.e164)}"
+        if not store.take_from_window(number, LIMIT_WINDOWS["number"], self.settings.subscribe_limit_per_number, now):
             return "rate_limited:number"
-        if not self._within("caller", caller, self.settings.subscribe_limit_per_caller):
+        if not store.take_from_window(f"subscribe#caller#{caller}", LIMIT_WINDOWS["caller"],
+                                      self.settings.subscribe_limit_per_caller, now):
             return "rate_limited:caller"
         return None
-
-    def _within(self, kind: str, who: str, limit: int) -> bool:
-        """Take one use of a fixed window; False when the window is used up."""
-        window = LIMIT_WINDOWS[kind]
-        now = self.clock()
-        start = int(now.timestamp() // window.total_seconds() * window.total_seconds())
-        limits = self.store.t.limits
-        item = limits(f"subscribe#{kind}#{who}#{start}")
-        try:
-            item.update(
-                actions=[limits.used.add(1), limits.expires_at.set(start + int(window.total_seconds()) * 2)],
-                condition=limits.used.does_not_exist() | (limits.used < limit),
-            )
-        except UpdateError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
 
 
 class SubscriptionLists:
@@ -237,7 +222,7 @@ class SubscriptionLists:
         """Pending subscriptions whose window closed without a YES lapse (the scheduler calls this)."""
         subscriptions = self.store.t.subscriptions
         lapsed = 0
-        for shard in range(4):
+        for shard in range(UNRESOLVED_SHARDS):
             for key in subscriptions.by_pending.query(str(shard), subscriptions.pending_until <= now.isoformat()):
                 subscription = self._subscription(key.list_id, key.phone)
                 if subscription is not None and subscription.state == SubscriptionState.PENDING.value:
