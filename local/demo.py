@@ -504,8 +504,9 @@ def run_reminder_round(stack, campaign_id: str, say: Callable[[str], None], *, f
     step += 1
     time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()) + 0.2)
     tick = stack.router.fire_schedule("SchedulerFunction")
-    say(f"   reminders_queued {tick.get('reminders_queued')}")
-    if not tick.get("reminders_queued"):
+    queued = tick.get("reminders", {}).get("queued", 0)
+    say(f"   reminders queued {queued}")
+    if not queued:
         say("   (none queued by this tick: the stack's own schedule may have run the round first)")
 
     round_id = round_campaign_id(campaign_id, 1)

@@ -44,6 +44,9 @@ class StackOptions:
     # The scheduler's rate(1 minute), shortened so reconciliation is visible in a demo.
     schedule_interval_seconds: float | None = None
     reconcile_grace_seconds: int = 2
+    # AWS's defaults are 900 and 7200 s; locally the evidence is gathered in seconds.
+    reconcile_confirm_seconds: int = 5
+    final_status_after_seconds: int = 120
     sqs_retry_delay_seconds: float = 0.5
     use_dynamodb_local: bool = True
 
@@ -96,6 +99,8 @@ class LocalStack:
                 "AWS_SESSION_TOKEN": "testing",
                 "TWILIO_API_BASE_URL": self.twilio.base_url,
                 "RECONCILE_GRACE_SECONDS": str(options.reconcile_grace_seconds),
+                "RECONCILE_CONFIRM_SECONDS": str(options.reconcile_confirm_seconds),
+                "FINAL_STATUS_AFTER_SECONDS": str(options.final_status_after_seconds),
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_DEV": "false",

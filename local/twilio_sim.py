@@ -85,6 +85,7 @@ OUTCOME_DEFAULT_ERRORS: dict[str, int | None] = {
     "failed": 30007,
 }
 FAULT_KINDS = ("ok", "429", "5xx", "500", "503", "5xx_after_create", "drop", "timeout")
+FINAL_STATUSES = ("delivered", "undelivered", "failed")
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SHORT_CODE = re.compile(r"^\d{3,8}$")
@@ -414,7 +415,9 @@ class Faults:
 
     Rates are probabilities drawn from a seeded random, so a run can be repeated. `next()` queues
     exact outcomes for the next create calls, which makes tests deterministic; the queue wins over
-    the rates. Latency applies to every API response; the other faults apply to message creates.
+    the rates. Latency and `unavailable` apply to every API response, `list_lag` to list and fetch;
+    the other faults apply to message creates. Refused connections are the simulator's own
+    `refuse_connections()`: nothing listens then.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -433,6 +436,10 @@ class Faults:
             self.drop_after_accept = 0.0  # created, then the connection closes with no reply
             self.rate_timeout = 0.0  # created, then no reply for `hang_seconds`, then closed
             self.hang_seconds = 2.0
+            # Twilio's list and fetch lag behind creates: a message is invisible to them this many seconds.
+            self.list_lag = 0.0
+            # An outage: every API request (create, list, fetch) answers 503 and nothing is created.
+            self.unavailable = False
 
     def next(self, kinds: Iterable[str]) -> None:
         """Queue the outcomes of the next create calls, e.g. ["429", "drop", "ok"]."""
@@ -622,6 +629,7 @@ class DeliveryLifecycle:
         self._outcomes: dict[str, tuple[str, int | None]] = {}
         self.default_outcome: tuple[str, int | None] = ("delivered", None)
         self._generation = 0  # bumped by clear(), so queued steps of old messages do nothing
+        self.lose_final = False  # final callbacks are never posted (the message still ends final)
 
     @staticmethod
     def outcome(status: str, error_code: int | None = None) -> tuple[str, int | None]:
@@ -640,6 +648,7 @@ class DeliveryLifecycle:
             self._outcomes.clear()
             self._generation += 1
         self.default_outcome = ("delivered", None)
+        self.lose_final = False
 
     def begin(self, message: SimMessage) -> None:
         with self._lock:
@@ -689,6 +698,9 @@ class DeliveryLifecycle:
     def _post_status(self, message: SimMessage) -> None:
         if not message.status_callback:
             return
+        if self.lose_final and message.status in FINAL_STATUSES:
+            return  # the final callback is lost on its way: only a fetch by SID can tell
+
         params = self.status_params(message)
         token = uuid.uuid4().hex  # one per callback; a duplicate of it carries the same token
         for _ in range(2 if self.duplicate else 1):
@@ -765,6 +777,13 @@ class MessagesApi:
         except TwilioApiError as exc:
             if method == "POST" and collection:
                 self._sim._ledger_failure(form, exc)
+            return _Reply.error(exc)
+        if self._sim.faults.unavailable:
+            exc = TwilioApiError(503, 20503, "Service Unavailable")
+            if method == "POST" and collection:
+                self._sim._ledger.record(monotonic=time.monotonic(), sender=_first(form, "From") or
+                                         _first(form, "MessagingServiceSid") or None, to=_first(form, "To") or None,
+                                         sid=None, status=503, error_code=20503, fault="unavailable")
             return _Reply.error(exc)
         try:
             if collection and method == "POST":
@@ -890,9 +909,14 @@ class MessagesApi:
         if not _E164.match(to):
             raise TwilioApiError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
 
+    def _visible(self, message: SimMessage) -> bool:
+        """Whether list and fetch show it yet (Twilio's read side may lag behind its creates)."""
+        lag = self._sim.faults.list_lag
+        return lag <= 0 or (_now() - message.date_created).total_seconds() >= lag
+
     def _fetch(self, sid: str, path: str) -> _Reply:
         message = self._sim._store.get(sid)
-        if message is None:
+        if message is None or not self._visible(message):
             raise self._not_found(path)
         return _Reply(200, message.to_resource())
 
@@ -913,7 +937,7 @@ class MessagesApi:
                         if name == "DateSent" else (name, moment, whole_day)
                         for name, moment, whole_day in date_filters]
         matches = [m for m in reversed(self._sim._store.all())
-                   if self._matches(m, filters, date_filters)]
+                   if self._visible(m) and self._matches(m, filters, date_filters)]
         start = self._page_start(matches, _first(query, "PageToken"), page, page_size)
         items = matches[start:start + page_size]
 
@@ -1099,30 +1123,52 @@ class TwilioSimulator:
         self._api = MessagesApi(self)
         self._server: _ApiServer | None = None
         self._thread: threading.Thread | None = None
+        self._running = False
 
     # lifecycle
 
     def start(self) -> "TwilioSimulator":
-        if self._server is None:
-            self._server = _ApiServer(self._address, self)
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.1},
-                                            name="twilio-sim-server", daemon=True)
-            self._thread.start()
+        if not self._running:
+            self._running = True
+            self._listen()
             self._scheduler.start()
         return self
 
     def stop(self) -> None:
-        if self._server is None:
+        if not self._running:
             return
         self._stop_event.set()
-        self._server.shutdown()
-        self._server.close_connections(timeout=2.0)
-        self._server.server_close()
+        self._close()
         self._scheduler.stop()
+        self._running = False
+
+    def refuse_connections(self) -> None:
+        """An outage at the network's edge: nothing listens on the port, so every connection is refused
+        (and open ones are closed). Callbacks already scheduled still go out."""
+        if self._server is not None:
+            self._close()
+
+    def accept_connections(self) -> None:
+        """The outage is over: listen again on the same port."""
+        if self._running and self._server is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        self._server = _ApiServer(self._address, self)
+        self._address = (LOOPBACK, self._server.server_address[1])  # the same port after an outage
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="twilio-sim-server", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections(timeout=2.0)
+        server.server_close()
         if self._thread:
             self._thread.join(2.0)
-        self._server = None
 
     def __enter__(self) -> "TwilioSimulator":
         return self.start()
@@ -1132,9 +1178,9 @@ class TwilioSimulator:
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
+        if not self._running:
             raise RuntimeError("the simulator is not running; call start() first")
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        return f"http://{LOOPBACK}:{self._address[1]}"
 
     def reset(self) -> None:
         """Forget messages, ledger, callbacks, outcomes and faults; restore constructor options."""
@@ -1146,6 +1192,7 @@ class TwilioSimulator:
         self._poster.clear()
         self._limiter.clear(self._defaults["mps_limit"])
         self.faults.clear()
+        self.accept_connections()
         self.callback_delay = self._defaults["callback_delay"]
         self.callbacks_out_of_order = self._defaults["callbacks_out_of_order"]
         self.duplicate_callbacks = self._defaults["duplicate_callbacks"]
@@ -1177,6 +1224,9 @@ class TwilioSimulator:
     duplicate_callbacks = property(lambda self: self._lifecycle.duplicate,
                                    lambda self, v: setattr(self._lifecycle, "duplicate", v),
                                    doc="Post each callback twice with the same idempotency token.")
+    lose_final_callbacks = property(lambda self: self._lifecycle.lose_final,
+                                    lambda self, v: setattr(self._lifecycle, "lose_final", v),
+                                    doc="Never post final callbacks (delivered, undelivered, failed).")
     callback_extra_params = property(lambda self: self._lifecycle.extra_params,
                                      lambda self, v: setattr(self._lifecycle, "extra_params", v),
                                      doc="Extra form params added to every status callback.")

@@ -47,7 +47,7 @@ def on_continuation(record: SQSRecord, lambda_context) -> None:
 def lambda_handler(event: dict, context) -> dict:
     records = event.get("Records", [])
     if records and records[0].get("eventSource") == "aws:sqs":
-        processor = BatchProcessor(event_type=EventType.SQS)  # per invocation: it holds the batch's results
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)  # per invocation
         return process_partial_response(
             event=event, record_handler=on_continuation, processor=processor, context=context
         )

@@ -52,8 +52,9 @@ def lambda_handler(event: dict, context) -> dict:
             return outcome.value
 
         response = async_process_partial_response(
-            event=event, record_handler=record_handler, processor=AsyncBatchProcessor(event_type=EventType.SQS),
+            event=event, record_handler=record_handler, processor=AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False),
             context=context,
         )
+    # Never fails the batch: its records are carried out (complete_runs keeps its own trouble to itself).
     sender.complete_runs([plan for plan in plans.values() if not isinstance(plan, Exception)])
     return response

@@ -9,7 +9,7 @@ from local.stack import LocalStack, StackOptions
 
 @pytest.fixture(scope="module")
 def stack():
-    with LocalStack(StackOptions(reconcile_grace_seconds=1)) as running:
+    with LocalStack(StackOptions(reconcile_grace_seconds=1, reconcile_confirm_seconds=2)) as running:
         yield running
 
 

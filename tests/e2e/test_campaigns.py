@@ -82,7 +82,7 @@ def test_a_campaign_goes_from_draft_to_completed_and_reports_and_exports_every_r
     # And the report and the export account for each of them
     report = command(stack, {"command": "report", "campaign_id": campaign_id})
     assert report["state"] == "completed" and report["preview"]["eligible"] == 3
-    assert report["funnel"] == {"audience": 3, "excluded": 0, "sent": 3, "delivered": 3, "failed": 0,
+    assert report["funnel"] == {"audience": 3, "excluded": 0, "sent": 3, "delivered": 3, "failed": 0, "unresolved": 0,
                                 "clicked": 0, "redeemed": 0, "completed": 0}
     exported = command(stack, {"command": "export", "campaign_id": campaign_id})
     assert exported["key"].startswith(f"reports/campaigns/{campaign_id}/") and exported["rows"] == 3

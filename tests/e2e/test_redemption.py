@@ -173,7 +173,7 @@ def test_the_funnel_counts_each_stage_after_a_run(stack, store, campaign_id):
 
     # Then the report's funnel says so
     funnel = command(stack, {"command": "report", "campaign_id": campaign_id})["funnel"]
-    assert funnel == {"audience": 4, "excluded": 0, "sent": 4, "delivered": 3, "failed": 1,
+    assert funnel == {"audience": 4, "excluded": 0, "sent": 4, "delivered": 3, "failed": 1, "unresolved": 0,
                       "clicked": 3, "redeemed": 2, "completed": 1}
 
 

@@ -264,16 +264,24 @@ def test_excluded_recipients_end_excluded_and_the_run_completes_when_nobody_is_l
     assert not page.more and len(queue.bodies) == 3
 
     # When the three invited are sent (as the sender records it)
-    for body in queue.bodies:
-        recipient = store.recipient(campaign_id, body["recipient_id"])
-        store.transition(recipient, Status.QUEUED)
     from smsinvite.lifecycle import complete_if_done
 
+    invited = [store.recipient(campaign_id, body["recipient_id"]) for body in queue.bodies]
+    for recipient in invited:
+        store.transition(recipient, Status.QUEUED)
+
+    # Then the run waits while their final statuses are on the way
+    assert complete_if_done(store, store.campaign(campaign_id)) is None
+    assert store.campaign(campaign_id).state == "sending"
+
+    # And when Twilio reports them delivered, the run completes
+    for recipient in invited:
+        store.transition(store.recipient(campaign_id, recipient.recipient_id), Status.DELIVERED)
     completed = complete_if_done(store, store.campaign(campaign_id))
 
     # Then the two left out are in a visible final state, and the campaign is completed
     statuses = sorted(r.status for r in store.t.recipients.query(campaign_id))
-    assert statuses == ["excluded", "queued", "queued", "queued", "skipped_opted_out"]
+    assert statuses == ["delivered", "delivered", "delivered", "excluded", "skipped_opted_out"]
     assert completed is not None and completed.state == "completed"
 
 
@@ -392,7 +400,7 @@ def test_the_watchdog_resends_a_lost_dispatch_and_completes_a_run_whose_last_mes
             DispatchRequest(campaign_id=campaign_id, run=1, cursor=page.next_cursor)
         )
     for body in queue.bodies:
-        store.transition(store.recipient(campaign_id, body["recipient_id"]), Status.QUEUED)
+        store.transition(store.recipient(campaign_id, body["recipient_id"]), Status.DELIVERED)
     due.run(utcnow() + timedelta(minutes=12), time_left=lambda: 60.0, margin=5.0)
 
     # Then the watchdog completed the run

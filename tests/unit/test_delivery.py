@@ -50,4 +50,14 @@ def test_a_malformed_status_callback_names_every_problem():
     assert "query parameter r is not a recipient id" in details
     assert "form field MessageSid is missing" in details
     assert "ErrorCode is not a number" in details
-    assert any("teleported" in d for d in details)
+
+
+def test_a_status_callback_with_a_status_we_do_not_know_is_read_not_refused():
+    # Given Twilio reports a status that did not exist when this was written
+    form = FormParams([("MessageSid", "SM1"), ("MessageStatus", "teleported"), ("To", "+1415")])
+
+    # When the callback is read
+    report = StatusReport.parse({"c": "c1", "r": RECIPIENT, "a": "a1"}, form)
+
+    # Then it is kept as Twilio said it, with no status of ours to apply
+    assert (report.status, report.twilio_status) == (None, "teleported")

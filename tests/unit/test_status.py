@@ -1,8 +1,10 @@
-"""A message's status only moves forward."""
+"""A message's status only moves forward, and every status Twilio can report has a meaning here."""
 
 import pytest
+from hypothesis import given, strategies as st
+from twilio.rest.api.v2010.account.message import MessageInstance
 
-from smsinvite.status import Status, from_twilio, moves_forward
+from smsinvite.status import TWILIO_STATUSES, UNSETTLED, Status, from_twilio, moves_forward
 
 
 def test_callbacks_in_twilios_order_each_move_the_status_forward():
@@ -11,7 +13,7 @@ def test_callbacks_in_twilios_order_each_move_the_status_forward():
         assert moves_forward(earlier, later)
 
 
-@pytest.mark.parametrize("terminal", [Status.DELIVERED, Status.UNDELIVERED, Status.FAILED])
+@pytest.mark.parametrize("terminal", [s for s in Status if s.is_terminal])
 def test_a_terminal_status_stays_terminal(terminal):
     for other in Status:
         assert not moves_forward(terminal, other)
@@ -29,8 +31,41 @@ def test_unknown_outcome_is_resolved_forward_by_any_twilio_status():
     assert all(moves_forward(Status.UNKNOWN, from_twilio(s)) for s in ("queued", "sent", "delivered", "failed"))
 
 
-def test_twilio_statuses_map_case_insensitively_and_unknown_ones_are_refused():
+@pytest.mark.parametrize("settled_on_the_way", [Status.UNRESOLVED, Status.AWAITING_FINAL_STATUS])
+def test_a_late_callback_still_moves_an_unresolved_or_awaiting_message_to_its_final_status(settled_on_the_way):
+    assert settled_on_the_way.is_settled and not settled_on_the_way.is_terminal
+    assert moves_forward(settled_on_the_way, Status.DELIVERED)
+    assert moves_forward(settled_on_the_way, Status.UNDELIVERED)
+
+
+def test_every_status_twilio_python_names_has_a_meaning_here():
+    # Given every status of the SDK's MessageInstance.Status
+    named = {getattr(MessageInstance.Status, name) for name in vars(MessageInstance.Status) if name.isupper()}
+    assert len(named) == 13
+
+    # Then each is mapped (to one of ours, or to "says nothing about an outbound message"), with its meaning
+    assert named <= set(TWILIO_STATUSES)
+    assert all(meaning for _, meaning in TWILIO_STATUSES.values())
+
+
+def test_partially_delivered_is_final_and_its_own():
+    assert from_twilio("partially_delivered") is Status.PARTIALLY_DELIVERED
+    assert Status.PARTIALLY_DELIVERED.is_terminal
+
+
+def test_inbound_statuses_say_nothing_about_an_invitation():
+    assert from_twilio("received") is None and from_twilio("receiving") is None
+
+
+@given(st.text(max_size=40).filter(lambda s: s.strip().lower() not in TWILIO_STATUSES))
+def test_a_status_nobody_knows_is_no_status_and_never_raises(unknown):
+    assert from_twilio(unknown) is None
+
+
+def test_twilio_statuses_map_case_insensitively():
     assert from_twilio(" Delivered ") is Status.DELIVERED
     assert from_twilio("accepted") is Status.QUEUED
-    with pytest.raises(ValueError):
-        from_twilio("teleported")
+
+
+def test_a_run_waits_for_what_is_unsent_or_on_its_way_and_for_nothing_else():
+    assert set(UNSETTLED) == {Status.IMPORTED, Status.CLAIMED, Status.UNKNOWN, Status.QUEUED, Status.SENDING, Status.SENT}

@@ -47,6 +47,8 @@ ALLOWED_FROM: dict[str, frozenset[CampaignState]] = {
     "pause": frozenset({S.SENDING}),
     "resume": frozenset({S.PAUSED}),
     "cancel": frozenset({S.DRAFT, S.PREPARING, S.PREPARED, S.SCHEDULED, S.SENDING, S.PAUSED, S.WAITING}),
+    # Recipients whose send could not be settled: the operator sends them again, on purpose.
+    "resend_unresolved": frozenset({S.SENDING, S.PAUSED, S.COMPLETED}),
 }
 
 # Imports may add recipients only while no send is under way or planned on the audience as prepared.

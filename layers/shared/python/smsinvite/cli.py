@@ -38,6 +38,7 @@ CAMPAIGN_VERBS = {
     "pause": "pause sending",
     "resume": "resume a paused campaign",
     "cancel": "cancel the campaign",
+    "resend-unresolved": "send again, on purpose, the recipients whose send ended unresolved",
     "status": "the campaign's state and counts (--watch to follow it)",
     "report": "the campaign's report, as tables",
     "export": "write the per-recipient CSV export to the bucket (--set full_numbers=true for whole numbers)",

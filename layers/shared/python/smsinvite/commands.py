@@ -506,6 +506,10 @@ def cancel(context: CommandContext, command: CampaignCommand) -> dict:
     return campaign_summary(context.lifecycle().cancel(command.campaign_id))
 
 
+def resend_unresolved(context: CommandContext, command: CampaignCommand) -> dict:
+    return context.lifecycle().resend_unresolved(command.campaign_id, Queue(context.settings.send_queue_url))
+
+
 def campaign_status(context: CommandContext, command: CampaignCommand) -> dict:
     return CampaignReport(context.store.campaign(command.campaign_id), context.store).status()
 
@@ -561,6 +565,7 @@ COMMANDS: dict[str, tuple[type[_Command], Callable[[CommandContext, Any], dict]]
     "pause": (CampaignCommand, pause),
     "resume": (CampaignCommand, resume),
     "cancel": (CampaignCommand, cancel),
+    "resend_unresolved": (CampaignCommand, resend_unresolved),
     "status": (CampaignCommand, campaign_status),
     "report": (CampaignCommand, report),
     "export": (ExportRecipients, export),

@@ -28,6 +28,8 @@ class DispatchRequest(BaseModel):
     campaign_id: str = Field(min_length=1, max_length=64)
     run: int | None = Field(default=None, ge=0)  # None: the campaign's current run
     cursor: str | None = None  # JSON of DynamoDB's LastEvaluatedKey
+    # Not a page: the n-th check of a run whose last messages were on their way (lifecycle.settle_check).
+    settle: int = Field(default=0, ge=0, le=100)
 
 
 # The send queue holds at most about this much sending ahead: the sender waits for slots, not for a backlog.
@@ -64,9 +66,13 @@ def left_out_status(exclusion: str) -> Status:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, send_queue: Queue, *, page_size: int, ceiling_per_second: float = float("inf")) -> None:
+    def __init__(
+        self, store: Store, send_queue: Queue, *, page_size: int, ceiling_per_second: float = float("inf"),
+        dispatch_queue: Queue | None = None,
+    ) -> None:
         self.store = store
         self.send_queue = send_queue
+        self.dispatch_queue = dispatch_queue
         self.page_size = page_size
         self.ceiling_per_second = ceiling_per_second
 
@@ -111,7 +117,7 @@ class Dispatcher:
         if not moved:
             return DispatchPage(queued, None, stopped="another dispatch has moved on")
         if next_cursor is None and not cancelling:
-            complete_if_done(store, store.campaign(campaign.campaign_id))
+            complete_if_done(store, store.campaign(campaign.campaign_id), settle_queue=self.dispatch_queue)
         rate = min(float(campaign.rate_per_second), self.ceiling_per_second)
         return DispatchPage(queued, next_cursor, rate_per_second=0.0 if cancelling else rate)
 

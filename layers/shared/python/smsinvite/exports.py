@@ -17,7 +17,7 @@ from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord
 
 # Done from the sender's point of view: handed to Twilio, or never to be sent. A run completes on these.
-_DONE = tuple(s for s in Status if s.rank >= Status.QUEUED.rank)
+_DONE = tuple(s for s in Status if s.rank >= Status.QUEUED.rank or s.is_settled)
 _EXPORT_COLUMNS = (
     "recipient_id", "phone", "region", "status", "failure_reason", "error_code", "code", "message_sid", "updated_at",
 )
@@ -86,6 +86,8 @@ class CampaignReport:
             "sent": handed_over,
             "delivered": delivered,
             "failed": counts.get("failed", 0) + counts.get("undelivered", 0),
+            # Neither known sent nor known unsent: only an operator resends them (resend_unresolved).
+            "unresolved": counts.get("unresolved", 0),
             "clicked": sum(1 for c in used if c.clicked_at is not None),
             "redeemed": sum(1 for c in used if c.redeemed_at is not None),
             "completed": sum(1 for c in used if c.completed_at is not None),
@@ -107,6 +109,11 @@ class CampaignReport:
                 "delivery_rate": f"{100 * delivered / handed_over:.1f}%" if handed_over else "-",
             },
             "reasons": dict(sorted(reasons.items())),
+            "needs_attention": {
+                "unresolved": counts.get("unresolved", 0),
+                "awaiting_final_status": counts.get("awaiting_final_status", 0),
+                "partially_delivered": counts.get("partially_delivered", 0),
+            },
             "deferred_by_quiet_hours": {"recipients": len(deferred), "next_release": min(deferred, default="-")},
             "progress": status["progress"],
             "rows_excluded_at_import": {k: v for k, v in status["rows_excluded"].items() if v},
@@ -125,9 +132,10 @@ class CampaignReport:
 
 
 # Handed to Twilio: the funnel's "sent" (a reminder's too).
-_HANDED_OVER = ("queued", "sending", "sent", "delivered", "undelivered")
+_HANDED_OVER = ("queued", "sending", "sent", "awaiting_final_status", "delivered", "partially_delivered", "undelivered")
 _REASONED = frozenset(
-    s.value for s in (Status.FAILED, Status.UNDELIVERED, Status.EXCLUDED, Status.SKIPPED_OPTED_OUT, Status.CANCELLED)
+    s.value for s in (Status.FAILED, Status.UNDELIVERED, Status.EXCLUDED, Status.SKIPPED_OPTED_OUT, Status.CANCELLED,
+                      Status.UNRESOLVED)
 )
 
 

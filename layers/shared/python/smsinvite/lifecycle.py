@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from smsinvite.campaigns import CampaignState, InvalidTransition, Recurrence, require
 from smsinvite.errors import Conflict
 from smsinvite.queues import Queue
-from smsinvite.status import Status
+from smsinvite.status import UNSETTLED, WAITING_TO_SEND, Status
 from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord
 
@@ -30,25 +30,44 @@ class ImportRunning(Conflict):
     code = "import_running"
 
 
-# Recipients of a run that still wait to be sent or to have their send settled.
-WAITING_TO_SEND = (Status.IMPORTED, Status.CLAIMED, Status.UNKNOWN)
+# How soon the scheduler looks again at a run whose last messages are on their way.
+DRAIN_CHECK = timedelta(minutes=1)
 
 
-def complete_if_done(store: Store, campaign: CampaignRecord, now: datetime | None = None) -> CampaignRecord | None:
-    """End the campaign's run once its dispatch is done and nobody in it waits to be sent.
+def run_progress(counts: dict[Status, int]) -> str:
+    """Where a dispatched run stands: `waiting_to_send`, `in_flight` (Twilio has the rest, final statuses to
+    come) or `settled` (every recipient final, or visibly unresolved or awaiting its final status)."""
+    if any(counts[status] for status in WAITING_TO_SEND):
+        return "waiting_to_send"
+    if any(counts[status] for status in UNSETTLED):
+        return "in_flight"
+    return "settled"
 
-    One conditional write, so the last sender and the scheduler can both try: one wins. A recurring
-    campaign then waits for its next run; any other is completed.
+
+def complete_if_done(
+    store: Store, campaign: CampaignRecord, now: datetime | None = None, *, counts: dict[Status, int] | None = None,
+    settle_queue: Queue | None = None,
+) -> CampaignRecord | None:
+    """End the campaign's run once its dispatch is done and every recipient in it is settled.
+
+    One conditional write, so the last sender, the scheduler and the reconciler can all try: one wins.
+    A recurring campaign then waits for its next run; any other is completed. A run whose last
+    messages are still on their way is looked at again by the scheduler within DRAIN_CHECK and, when
+    `settle_queue` (the dispatch queue) is given, by a chain of settle checks (`settle_check`) that
+    completes it within seconds of its last final status.
 
     The counts are read first, shard by shard. Once a run's dispatch is done nothing enters the
-    waiting states (imports wait for another state; a claim released or an unknown reset moves within
-    them), so shards read at zero one after another mean the run was done when the last was read.
+    unsettled states from a settled one except by an operator's resend, so shards read at zero one
+    after another mean the run was settled when the last was read.
     """
     now = now or utcnow()
     if int(campaign.dispatch_done or -1) != int(campaign.run) or campaign.state != S.SENDING.value:
         return None
-    counts = store.counts(campaign.campaign_id)
-    if any(counts[status] for status in WAITING_TO_SEND):
+    progress = run_progress(counts if counts is not None else store.counts(campaign.campaign_id))
+    if progress == "in_flight" and _look_again_within(store, campaign, now + DRAIN_CHECK) and settle_queue:
+        # The first to see the run on its way (its next look brought forward) starts the one chain.
+        _queue_settle_check(settle_queue, campaign.campaign_id, int(campaign.run), 1)
+    if progress != "settled":
         return None
     campaigns = store.t.campaigns
     run = int(campaign.run)
@@ -66,6 +85,42 @@ def complete_if_done(store: Store, campaign: CampaignRecord, now: datetime | Non
         & (campaigns.dispatch_done == run)
     )
     return store.change_campaign(campaign.campaign_id, actions, condition)
+
+
+def _look_again_within(store: Store, campaign: CampaignRecord, at: datetime) -> bool:
+    """Bring the scheduler's next look at a sending campaign forward to `at` (never push it back); True
+    when this call brought it forward."""
+    campaigns = store.t.campaigns
+    if campaign.due_at is not None and campaign.due_at <= at.isoformat():
+        return False
+    sooner = campaigns.due_at.does_not_exist() | (campaigns.due_at > at.isoformat())
+    return store.change_campaign(campaign.campaign_id, store.due(at), (campaigns.state == S.SENDING.value) & sooner) is not None
+
+
+# A run's last final statuses come within seconds of its last send, or much later (a lost callback, a
+# carrier that never confirms). Checks every few seconds for a minute; then the scheduler's watchdog
+# (every DRAIN_CHECK) carries on alone.
+SETTLE_CHECK_SECONDS = 2
+SETTLE_MAX_CHECKS = 30
+
+
+def _queue_settle_check(dispatch_queue: Queue, campaign_id: str, run: int, check: int) -> None:
+    dispatch_queue.send({"campaign_id": campaign_id, "run": run, "settle": check}, delay_seconds=SETTLE_CHECK_SECONDS)
+
+
+def settle_check(store: Store, dispatch_queue: Queue, campaign_id: str, run: int, check: int) -> str:
+    """One check of a run whose last messages were on their way: complete it, or check again later."""
+    campaign = store.campaign(campaign_id)
+    if campaign.state != S.SENDING.value or int(campaign.run) != run:
+        return "over"
+    counts = store.counts(campaign_id)
+    if complete_if_done(store, campaign, counts=counts) is not None:
+        return "completed"
+    if run_progress(counts) != "in_flight":
+        return run_progress(counts)  # waiting to send again (an operator's resend): the watchdog's job
+    if check < SETTLE_MAX_CHECKS:
+        _queue_settle_check(dispatch_queue, campaign_id, run, check + 1)
+    return "in_flight"
 
 
 class CampaignLifecycle:
@@ -130,6 +185,39 @@ class CampaignLifecycle:
         self._request_dispatch(cancelled)
         return cancelled
 
+    def resend_unresolved(self, campaign_id: str, send_queue: Queue) -> dict:
+        """Send again, on the operator's word, the recipients whose earlier send ended `unresolved` (Twilio
+        may or may not have delivered it). A completed campaign reopens for them; a paused one sends them
+        on resume. Each is claimed afresh, so this command, however often repeated, sends each once more."""
+        store, campaigns = self.store, self.store.t.campaigns
+        campaign = store.campaign(campaign_id)
+        state = require("resend_unresolved", campaign_id, campaign.state)
+        if store.counts(campaign_id)[Status.UNRESOLVED] == 0:
+            return {"campaign_id": campaign_id, "state": campaign.state, "resent": 0}
+        if state is S.COMPLETED:
+            reopen = [
+                campaigns.state.set(S.SENDING.value),
+                campaigns.finished_at.remove(),
+                campaigns.runs_completed.add(-1),
+                *store.due(self.clock() + WATCHDOG),
+            ]
+            condition = (campaigns.state == S.COMPLETED.value) & (campaigns.run == int(campaign.run))
+            if store.change_campaign(campaign_id, reopen, condition) is None:
+                raise InvalidTransition(campaign_id, "resend_unresolved", store.campaign(campaign_id).state)
+        resent = 0
+        for recipient in store.recipients_in(campaign_id, Status.UNRESOLVED):
+            reset = store.transition(
+                recipient, Status.IMPORTED, backward_from=(Status.UNRESOLVED,), attempt_id=None, claimed_at=None,
+                valid_until=None, list_empty_at=None, twilio_status=None, failure_reason=None,
+            )
+            if reset is None:
+                continue
+            resent += 1
+            if state is not S.PAUSED:  # resume dispatches the paused campaign's imported recipients
+                send_queue.send({"campaign_id": campaign_id, "recipient_id": recipient.recipient_id})
+        return {"campaign_id": campaign_id, "state": S.PAUSED.value if state is S.PAUSED else S.SENDING.value,
+                "resent": resent}
+
     # ------------------------------------------------------------------ runs
     def start_scheduled(self, campaign: CampaignRecord) -> CampaignRecord | None:
         campaigns = self.store.t.campaigns
@@ -168,15 +256,21 @@ class CampaignLifecycle:
         (a crashed consumer, a bug) is then sent after all, and the sender's claim admits one send."""
         if CampaignState(campaign.state) is not S.SENDING:
             return
+        look_again = WATCHDOG
         if campaign.dispatch_done is None or int(campaign.dispatch_done) != int(campaign.run):
             self._request_dispatch(campaign, cursor=campaign.dispatch_cursor)
-        elif complete_if_done(self.store, campaign, self.clock()) is not None:
-            return
         else:
-            self._request_dispatch(campaign)
+            counts = self.store.counts(campaign.campaign_id)
+            done = complete_if_done(self.store, campaign, self.clock(), counts=counts, settle_queue=self.dispatch_queue)
+            if done is not None:
+                return
+            if run_progress(counts) == "waiting_to_send":
+                self._request_dispatch(campaign)
+            else:  # everything is at Twilio: look again soon, for the last final statuses
+                look_again = DRAIN_CHECK
         self.store.change_campaign(
             campaign.campaign_id,
-            self.store.due(self.clock() + WATCHDOG),
+            self.store.due(self.clock() + look_again),
             self.store.t.campaigns.state == S.SENDING.value,
         )
 

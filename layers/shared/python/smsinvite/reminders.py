@@ -11,6 +11,7 @@ it adds nobody twice and its queued sends are admitted once; only then does the 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from smsinvite.observability import logger
 from smsinvite.phones import LineType, Phone
 from smsinvite.queues import Queue
 from smsinvite.store import Store, _is_condition_failure, utcnow
+from smsinvite.sweeps import sweep
 from smsinvite.tables import CampaignRecord
 
 REMINDER_SHARD = "due"
@@ -97,14 +99,16 @@ class Reminders:
         )
         return changed
 
-    def run_due(self, now: datetime, *, time_left: Callable[[], float], margin: float) -> int:
-        """Every round due by now (the scheduler calls this); the number of reminders queued."""
-        campaigns, queued = self.store.t.campaigns, 0
-        for key in campaigns.by_reminder.query(REMINDER_SHARD, campaigns.reminder_due_at <= now.isoformat()):
-            if time_left() < margin:
-                break
-            queued += self.run_round(self.store.campaign(key.campaign_id))
-        return queued
+    def run_due(self, now: datetime, *, time_left: Callable[[], float], margin: float) -> Counter:
+        """Every round due by now (the scheduler calls this): rounds run, reminders queued, rounds failed."""
+        campaigns, queued = self.store.t.campaigns, Counter()
+
+        def run(key) -> str:
+            queued["queued"] += self.run_round(self.store.campaign(key.campaign_id))
+            return "rounds"
+
+        due = campaigns.by_reminder.query(REMINDER_SHARD, campaigns.reminder_due_at <= now.isoformat())
+        return sweep("reminders", due, run, time_left=time_left, margin=margin) + queued
 
     def run_round(self, campaign: CampaignRecord) -> int:
         plan = ReminderPlan.from_json(campaign.reminders)

@@ -16,24 +16,24 @@ from smsinvite.observability import logger
 from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.store import Store
+from smsinvite.sweeps import sweep
 from smsinvite.tables import CampaignRecord
 
 S = CampaignState
 
 
-def release_deferred(store: Store, send_queue: Queue, now: datetime, *, time_left: Callable[[], float], margin: float) -> int:
+def release_deferred(store: Store, send_queue: Queue, now: datetime, *, time_left: Callable[[], float], margin: float) -> Counter:
     """Queue again the recipients parked outside their sending window whose window has opened.
 
     Queued first, then unparked: a crash in between queues one twice (the claim admits one send),
     never none.
     """
-    released = 0
-    for parked in store.deferred_due(now):
-        if time_left() < margin:
-            break
+
+    def release(parked) -> str:
         send_queue.send({"campaign_id": parked.campaign_id, "recipient_id": parked.recipient_id})
-        released += int(store.release(parked))
-    return released
+        return "released" if store.release(parked) else "changed_meanwhile"
+
+    return sweep("release_deferred", store.deferred_due(now), release, time_left=time_left, margin=margin)
 
 
 class DueCampaigns:
@@ -43,18 +43,15 @@ class DueCampaigns:
         self.preparer = preparer
 
     def run(self, now: datetime, *, time_left: Callable[[], float], margin: float) -> Counter:
-        outcomes: Counter = Counter()
-        for campaign_id in list(self.store.due_campaigns(now)):
-            if time_left() < margin:
-                outcomes["left_for_next_tick"] += 1
-                continue
+        def act(campaign_id: str) -> str:
             try:
-                outcomes[self._act(self.store.campaign(campaign_id), time_left, margin)] += 1
+                return self._act(self.store.campaign(campaign_id), time_left, margin)
             except SmsInviteError as error:
                 # One campaign's trouble (a dry tokens pool, say) is its own; the others go on.
                 logger.warning("scheduled campaign job refused", extra={"campaign_id": campaign_id, "code": error.code})
-                outcomes[error.code] += 1
-        return outcomes
+                return error.code
+
+        return sweep("due_campaigns", list(self.store.due_campaigns(now)), act, time_left=time_left, margin=margin)
 
     def _act(self, campaign: CampaignRecord, time_left, margin) -> str:
         state = CampaignState(campaign.state)

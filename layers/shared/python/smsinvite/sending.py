@@ -38,7 +38,7 @@ from smsinvite.invitations import invitation_text
 from smsinvite.lanes import ThrottleLanes
 from smsinvite.lifecycle import complete_if_done
 from smsinvite.messages import MissingField, body_digest
-from smsinvite.observability import logger, mask_phone
+from smsinvite.observability import MetricUnit, logger, mask_phone, metrics
 from smsinvite.phones import zones_for
 from smsinvite.preparation import sending_window
 from smsinvite.queues import Queue
@@ -46,7 +46,7 @@ from smsinvite.sending_window import NoSendingTime
 from smsinvite.settings import Settings
 from smsinvite.status import Status, from_twilio
 from smsinvite.subscriptions import is_list
-from smsinvite.store import Store, unresolved_shard, utcnow
+from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord, RecipientRecord
 from smsinvite.throttle import LATE_BUDGET, Busy, lanes_for
 from smsinvite.twilio_gateway import ErrorKind, TwilioGateway, TwilioSendError
@@ -62,6 +62,9 @@ MIN_VALIDITY = 120
 # A record is claimed this long before its slot: the claim's latency is then not the send's lateness,
 # and an opt-out or a pause still takes effect up to a fraction of a second before the send.
 CLAIM_LEAD = 0.25
+# Writing what Twilio did is tried this often, backing off from OUTCOME_WRITE_BACKOFF seconds.
+OUTCOME_WRITE_TRIES = 4
+OUTCOME_WRITE_BACKOFF = 0.2
 
 
 class SendRequest(BaseModel):
@@ -130,6 +133,7 @@ class InvitationSender:
         sleep: Callable[[float], None] = time.sleep,
         max_wait: float = MAX_INLINE_WAIT,
         batches: DynamoBatches | None = None,
+        dispatch_queue: Queue | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
@@ -140,6 +144,7 @@ class InvitationSender:
         self.sleep = sleep
         self.max_wait = max_wait
         self.batches = batches or DynamoBatches()
+        self.dispatch_queue = dispatch_queue  # for the settle checks of a run whose last messages are out
 
     @classmethod
     def from_settings(cls, settings: Settings, *, max_wait: float = MAX_INLINE_WAIT) -> "InvitationSender":
@@ -150,6 +155,7 @@ class InvitationSender:
             send_queue=Queue(settings.send_queue_url),
             lanes=ThrottleLanes(settings.throttle_table),
             max_wait=max_wait,
+            dispatch_queue=Queue(settings.dispatch_queue_url),
         )
 
     def send(self, request: SendRequest) -> SendOutcome:
@@ -249,7 +255,12 @@ class InvitationSender:
         last page, so a run completes as soon as its last message is out, whoever sent it.
         """
         for campaign_id in dict.fromkeys(p.campaign.campaign_id for p in plans if p.campaign is not None):
-            complete_if_done(self.store, self.store.campaign(campaign_id))
+            try:
+                complete_if_done(self.store, self.store.campaign(campaign_id), settle_queue=self.dispatch_queue)
+            except Exception as error:  # noqa: BLE001 - the batch is sent; the scheduler's watchdog completes the run
+                logger.warning("a run could not be completed after its batch; the scheduler will",
+                               extra={"campaign_id": campaign_id, "error_type": type(error).__name__})
+                metrics.add_metric(name="RunCompletionDeferred", unit=MetricUnit.Count, value=1)
 
     def _decided(self, plan: SendPlan) -> SendOutcome:
         store, recipient, outcome = self.store, plan.recipient, plan.outcome
@@ -284,12 +295,15 @@ class InvitationSender:
         self._sleep_until(plan.at - CLAIM_LEAD)
         store, recipient, campaign = self.store, plan.recipient, plan.campaign
         attempt_id = uuid.uuid4().hex
+        claimed_at = utcnow()
         claimed, stopped_by = store.claim(
             recipient,
             attempt_id=attempt_id,
-            claimed_at=utcnow().isoformat(),
-            unresolved_shard=unresolved_shard(recipient.recipient_id),
+            claimed_at=claimed_at.isoformat(),
+            valid_until=(claimed_at + timedelta(seconds=(plan.validity or MAX_VALIDITY) + CLAIM_LEAD)).isoformat(),
             body_digest=body_digest(plan.body),
+            list_empty_at=None,
+            twilio_status=None,
         )
         if claimed is None:
             return self._not_claimed(plan, stopped_by)
@@ -314,13 +328,35 @@ class InvitationSender:
                 validity_period=plan.validity,
             )
         except TwilioSendError as error:
-            return self._record_error(plan, claimed, attempt_id, error)
+            return self._recorded(claimed, lambda: self._record_error(plan, claimed, attempt_id, error))
+        return self._recorded(claimed, lambda: self._record_accepted(claimed, attempt_id, accepted))
 
-        moved = store.transition(
-            claimed, from_twilio(accepted.status), owned_by=attempt_id, message_sid=accepted.sid, unresolved_shard=None
-        )
+    def _recorded(self, claimed: RecipientRecord, record: Callable[[], SendOutcome]) -> SendOutcome:
+        """Record what Twilio did, trying again on a failed write. Twilio has been called, so this record
+        must not fail: redelivered, it would only find its recipient claimed. If the outcome still cannot
+        be written, the recipient stays claimed and the reconciler settles it against Twilio's list."""
+        for attempt in range(OUTCOME_WRITE_TRIES):
+            try:
+                return record()
+            except Exception as error:  # noqa: BLE001 - any failed write; the claim keeps the send safe
+                if attempt == OUTCOME_WRITE_TRIES - 1:
+                    logger.error(
+                        "the outcome of a Twilio call could not be recorded; the recipient will be reconciled",
+                        extra={"to": mask_phone(claimed.phone), "error_type": type(error).__name__},
+                    )
+                    metrics.add_metric(name="SendOutcomeUnrecorded", unit=MetricUnit.Count, value=1)
+                    return SendOutcome.UNKNOWN
+                self.sleep(OUTCOME_WRITE_BACKOFF * 2**attempt * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    def _record_accepted(self, claimed: RecipientRecord, attempt_id: str, accepted) -> SendOutcome:
+        status = from_twilio(accepted.status)
+        if status is None:  # Twilio created it (201) under a status we cannot name: it has it, at least queued
+            logger.warning("Twilio accepted a message with a status we do not know", extra={"status": accepted.status})
+            status = Status.QUEUED
+        moved = self.store.transition(claimed, status, owned_by=attempt_id, message_sid=accepted.sid)
         if moved is None:  # a status callback got there first; keep its status, add the SID
-            store.set_message_sid(claimed, attempt_id, accepted.sid)
+            self.store.set_message_sid(claimed, attempt_id, accepted.sid)
         logger.info("invitation accepted by Twilio", extra={"to": mask_phone(claimed.phone), "sid": accepted.sid})
         return SendOutcome.SENT
 
@@ -338,7 +374,7 @@ class InvitationSender:
             backward_from=(Status.CLAIMED,),
             attempt_id=None,
             claimed_at=None,
-            unresolved_shard=None,
+            valid_until=None,
         )
 
     def _lanes(self, campaign: CampaignRecord):
@@ -369,15 +405,12 @@ class InvitationSender:
             logger.info("Twilio did not take the message; it is queued again", extra={**log, "retry": retry})
             return SendOutcome.REQUEUED
         if error.kind is ErrorKind.DEFINITE:
+            # What the refusal says about the number first, once per attempt and code: if the status
+            # write below fails, writing both again repairs the outcome instead of losing the opt-out.
+            suppress_for_error(store, self.settings, claimed.phone, error.code, occurrence=attempt_id)
             store.transition(
-                claimed,
-                Status.FAILED,
-                owned_by=attempt_id,
-                error_code=error.code,
-                failure_reason=error.reason,
-                unresolved_shard=None,
+                claimed, Status.FAILED, owned_by=attempt_id, error_code=error.code, failure_reason=error.reason
             )
-            suppress_for_error(store, self.settings, claimed.phone, error.code)
             logger.info("Twilio refused the message", extra=log)
             return SendOutcome.FAILED
         store.transition(claimed, Status.UNKNOWN, owned_by=attempt_id, failure_reason=error.reason)

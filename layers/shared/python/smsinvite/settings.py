@@ -118,6 +118,10 @@ class Settings:
     twilio_timeout_seconds: float = 5.0
     # Recipients whose send outcome is unknown are reconciled only after Twilio's list has caught up.
     reconcile_grace_seconds: int = 120
+    # An unknown send is sent again only if Twilio's list shows no such message at two reads this far apart.
+    reconcile_confirm_seconds: int = 900
+    # A message with no final status this long after its send is fetched from Twilio by its SID.
+    final_status_after_seconds: int = 7200
     dispatch_page_size: int = 100
     # Uploads larger than this are refused whole, before a row is read.
     max_import_bytes: int = 1024**3
@@ -201,6 +205,8 @@ class Settings:
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL", "").strip().rstrip("/"),
             twilio_timeout_seconds=number("TWILIO_TIMEOUT_SECONDS", "5", float),
             reconcile_grace_seconds=number("RECONCILE_GRACE_SECONDS", "120"),
+            reconcile_confirm_seconds=number("RECONCILE_CONFIRM_SECONDS", "900"),
+            final_status_after_seconds=number("FINAL_STATUS_AFTER_SECONDS", "7200"),
             dispatch_page_size=number("DISPATCH_PAGE_SIZE", "100"),
             max_import_bytes=number("MAX_IMPORT_BYTES", str(1024**3)),
             import_checkpoint_rows=number("IMPORT_CHECKPOINT_ROWS", "1000"),

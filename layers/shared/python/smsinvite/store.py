@@ -52,6 +52,20 @@ def unresolved_shard(recipient_id: str) -> str:
     return str(int(recipient_id[:8], 16) % UNRESOLVED_SHARDS)
 
 
+IN_FLIGHT_PREFIX = "f"
+
+
+def open_send_shard(recipient_id: str, status: Status) -> str | None:
+    """Where a recipient stands in the by-unresolved index, which follows its status on every write:
+    "<n>" while its send's outcome is not known (claimed, unknown), "f<n>" while Twilio has it and its
+    final status is still to come, and out of the index otherwise."""
+    if status in (Status.CLAIMED, Status.UNKNOWN):
+        return unresolved_shard(recipient_id)
+    if status.in_flight:
+        return IN_FLIGHT_PREFIX + unresolved_shard(recipient_id)
+    return None
+
+
 def count_shard(recipient_id: str) -> int:
     """The counter shard a recipient always counts in."""
     return int(recipient_id[8:16], 16) % COUNT_SHARDS
@@ -71,7 +85,7 @@ def _after(recipient: RecipientRecord, new: Status, changes: dict) -> RecipientR
     # null_check off: a guessed recipient (a status callback's) has only its keys and status.
     written = type(recipient).from_raw_data(recipient.serialize(null_check=False))
     written.status, written.status_rank = new.value, new.rank
-    for name, value in changes.items():
+    for name, value in {"unresolved_shard": open_send_shard(recipient.recipient_id, new), **changes}.items():
         setattr(written, name, value)
     return written
 
@@ -227,11 +241,23 @@ class Store:
         page = list(query)
         return page, query.last_evaluated_key
 
+    def recipients_in(self, campaign_id: str, status: Status) -> Iterator[RecipientRecord]:
+        """The campaign's recipients that have `status` now, read consistently."""
+        recipients = self.t.recipients
+        yield from recipients.query(campaign_id, filter_condition=recipients.status == status.value, consistent_read=True)
+
     def unresolved_recipients(self, *, claimed_before: str) -> Iterator[RecipientRecord]:
         """Recipients claimed for a send whose outcome was never recorded (unknown, or the sender died)."""
         for shard in range(UNRESOLVED_SHARDS):
             yield from self.t.recipients.by_unresolved.query(
                 str(shard), self.t.recipients.claimed_at < claimed_before
+            )
+
+    def in_flight_recipients(self, *, sent_before: str) -> Iterator[RecipientRecord]:
+        """Recipients Twilio accepted before `sent_before` whose final status has not come."""
+        for shard in range(UNRESOLVED_SHARDS):
+            yield from self.t.recipients.by_unresolved.query(
+                f"{IN_FLIGHT_PREFIX}{shard}", self.t.recipients.claimed_at < sent_before
             )
 
     def transition(
@@ -298,6 +324,7 @@ class Store:
         failed, or (False, None) when the refusal did not carry the item. A claim (`strict`) raises.
         """
         recipients, counts = self.t.recipients, self.t.counts
+        changes = {"unresolved_shard": open_send_shard(current.recipient_id, new), **changes}
         actions = [
             recipients.status.set(new.value),
             recipients.status_rank.set(new.rank),
@@ -366,14 +393,23 @@ class Store:
 
     def set_message_sid(self, recipient: RecipientRecord, attempt_id: str, sid: str) -> None:
         """Keep the SID even when a callback already moved the status past `queued`."""
+        self.note_attempt(recipient.campaign_id, recipient.recipient_id, attempt_id, message_sid=sid)
+
+    def note_attempt(self, campaign_id: str, recipient_id: str, attempt_id: str, **attributes) -> bool:
+        """Note facts about a send attempt on its recipient, leaving the status as it is; False when the
+        recipient belongs to another attempt (or none) by now."""
         recipients = self.t.recipients
+        actions = [
+            getattr(recipients, name).remove() if value is None else getattr(recipients, name).set(value)
+            for name, value in attributes.items()
+        ]
         try:
-            recipients(recipient.campaign_id, recipient.recipient_id).update(
-                actions=[recipients.message_sid.set(sid)], condition=recipients.attempt_id == attempt_id
-            )
+            recipients(campaign_id, recipient_id).update(actions=actions, condition=recipients.attempt_id == attempt_id)
         except UpdateError as exc:
-            if not _is_condition_failure(exc):
-                raise
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
 
     def defer(self, recipient: RecipientRecord, until: datetime) -> None:
         """Park a recipient outside its sending window; the scheduler queues it again at `until`."""

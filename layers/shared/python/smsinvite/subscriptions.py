@@ -9,6 +9,7 @@ never confirmed lapses. STOP ends every subscription of the number; `unsubscribe
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from smsinvite.phones import InvalidPhone, LineType, normalise
 from smsinvite.queues import Queue
 from smsinvite.settings import Settings
 from smsinvite.store import UNRESOLVED_SHARDS, Store, _is_condition_failure, recipient_id_for, unresolved_shard, utcnow
+from smsinvite.sweeps import sweep
 from smsinvite.tables import CampaignRecord, SubscriptionRecord
 
 LIST_PREFIX = "list-"
@@ -218,17 +220,23 @@ class SubscriptionLists:
             outcomes.append(SubscribeOutcome(phone.e164, "unsubscribed" if moved else "not_subscribed"))
         return outcomes
 
-    def lapse_due(self, now: datetime) -> int:
+    def lapse_due(self, now: datetime, *, time_left: Callable[[], float], margin: float) -> Counter:
         """Pending subscriptions whose window closed without a YES lapse (the scheduler calls this)."""
         subscriptions = self.store.t.subscriptions
-        lapsed = 0
-        for shard in range(UNRESOLVED_SHARDS):
-            for key in subscriptions.by_pending.query(str(shard), subscriptions.pending_until <= now.isoformat()):
-                subscription = self._subscription(key.list_id, key.phone)
-                if subscription is not None and subscription.state == SubscriptionState.PENDING.value:
-                    lapsed += self._end(subscription, SubscriptionState.LAPSED, ConsentEvent.LAPSED,
-                                        ConsentSource.EXPIRY, now)
-        return lapsed
+
+        def lapse(key) -> str:
+            subscription = self._subscription(key.list_id, key.phone)
+            if subscription is None or subscription.state != SubscriptionState.PENDING.value:
+                return "changed_meanwhile"
+            ended = self._end(subscription, SubscriptionState.LAPSED, ConsentEvent.LAPSED, ConsentSource.EXPIRY, now)
+            return "lapsed" if ended else "changed_meanwhile"
+
+        due = (
+            key
+            for shard in range(UNRESOLVED_SHARDS)
+            for key in subscriptions.by_pending.query(str(shard), subscriptions.pending_until <= now.isoformat())
+        )
+        return sweep("lapse", due, lapse, time_left=time_left, margin=margin)
 
     # ------------------------------------------------------------------ storage
     def _subscription(self, list_id: str, phone: str) -> SubscriptionRecord | None:

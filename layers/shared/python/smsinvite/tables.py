@@ -157,10 +157,13 @@ class CountShardRecord(Model):
     count_imported = NumberAttribute(default=0)
     count_claimed = NumberAttribute(default=0)
     count_unknown = NumberAttribute(default=0)
+    count_unresolved = NumberAttribute(default=0)
     count_queued = NumberAttribute(default=0)
     count_sending = NumberAttribute(default=0)
     count_sent = NumberAttribute(default=0)
+    count_awaiting_final_status = NumberAttribute(default=0)
     count_delivered = NumberAttribute(default=0)
+    count_partially_delivered = NumberAttribute(default=0)
     count_undelivered = NumberAttribute(default=0)
     count_failed = NumberAttribute(default=0)
     count_skipped_opted_out = NumberAttribute(default=0)
@@ -179,7 +182,16 @@ class RecipientRecord(Model):
     status_rank = NumberAttribute(default=0)
     attempt_id = UnicodeAttribute(null=True)
     claimed_at = UnicodeAttribute(null=True)
+    # In the by-unresolved index while the send is open: "<n>" while its outcome is unknown (claimed or
+    # unknown), "f<n>" while Twilio has it and its final status is still to come (smsinvite.store).
     unresolved_shard = UnicodeAttribute(null=True)
+    # The send's ValidityPeriod ends here: past it, Twilio would no longer deliver the message.
+    valid_until = UnicodeAttribute(null=True)
+    # Reconciliation: when Twilio's list first showed no such message (a second empty read, a
+    # confirmation delay later, is the evidence that Twilio never created it).
+    list_empty_at = UnicodeAttribute(null=True)
+    # A status callback came for this attempt whose status we could not apply: Twilio has the message.
+    twilio_status = UnicodeAttribute(null=True)
     message_sid = UnicodeAttribute(null=True)
     error_code = NumberAttribute(null=True)
     failure_reason = UnicodeAttribute(null=True)

@@ -176,19 +176,32 @@ class TwilioGateway:
                 created = message.date_created
                 if created is not None and created < since:
                     break
-                found.append(
-                    SentMessage(
-                        sid=message.sid,
-                        to=message.to,
-                        status=message.status,
-                        body=message.body,
-                        date_created=created,
-                        error_code=int(message.error_code) if message.error_code else None,
-                    )
-                )
+                found.append(_sent_message(message))
         except Exception as exc:  # noqa: BLE001
             raise classify(exc) from exc
         return found
+
+    def fetch(self, sid: str) -> SentMessage | None:
+        """One message as Twilio has it now, or None when Twilio has no message with this SID."""
+        try:
+            return _sent_message(self._client.messages(sid).fetch())
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return None
+            raise classify(exc) from exc
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc) from exc
+
+
+def _sent_message(message) -> SentMessage:
+    return SentMessage(
+        sid=message.sid,
+        to=message.to,
+        status=message.status,
+        body=message.body,
+        date_created=message.date_created,
+        error_code=int(message.error_code) if message.error_code else None,
+    )
 
 
 class FormParams(dict):
