@@ -359,6 +359,29 @@ def test_outputs_include_what_the_cli_reads(template):
     assert {"WebhookApiUrl", "ImportsBucketName", "CommandsFunctionName"} <= template.get("Outputs", {}).keys()
 
 
+# The status callbacks of one message: queued (sent through a Messaging Service), sending, sent and
+# delivered. Twilio retries none that met a 429, so the API's throttle must admit them all.
+CALLBACKS_PER_MESSAGE = 4
+# Callbacks come in bursts (a carrier's delivery reports, retries after a 5xx), and inbound replies
+# and short-link clicks share the API.
+THROTTLE_HEADROOM = 2
+
+
+def test_the_api_throttle_admits_every_callback_at_the_highest_sender_ceiling(template):
+    # Given the highest sender ceiling the template allows
+    ceiling = template["Parameters"]["SenderCeilingPerSecond"]
+    assert "MaxValue" in ceiling, "SenderCeilingPerSecond has no MaxValue: any ceiling is allowed"
+    callbacks_per_second = ceiling["MaxValue"] * CALLBACKS_PER_MESSAGE
+
+    # When the API's stage throttles its routes
+    [api] = resources_of_type(template, "AWS::Serverless::HttpApi").values()
+    throttle = api["DefaultRouteSettings"]
+
+    # Then a sender at that ceiling has its callbacks admitted, with headroom, and bursts of them too
+    assert throttle["ThrottlingRateLimit"] >= callbacks_per_second * THROTTLE_HEADROOM, (throttle, callbacks_per_second)
+    assert throttle["ThrottlingBurstLimit"] >= throttle["ThrottlingRateLimit"], throttle
+
+
 def webhook_output(template: dict, name: str, **parameters: str) -> str:
     """An output's URL as CloudFormation resolves it, for a stack deployed with these parameters."""
     resolved = LocalStackTemplate({"TwilioAccountSid": "AC" + "0" * 32, **parameters}, template=template)
