@@ -186,7 +186,7 @@ def sender_number() -> str:
 
 def reply(stack, phone: str, body: str) -> tuple[int, str]:
     """The person texts `body` back: the simulator posts Twilio's signed inbound webhook; (status, TwiML)."""
-    status, _headers, twiml = stack.twilio.send_inbound(f"{stack.api_url}/twilio/inbound", from_=phone,
+    status, _headers, twiml = stack.twilio.send_inbound(stack.inbound_webhook_url, from_=phone,
                                                         to=sender_number(), body=body)
     return status, twiml
 

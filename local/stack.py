@@ -157,6 +157,12 @@ class LocalStack:
     def queue_url(self, logical_id: str) -> str:
         return self.resources.queues[logical_id]
 
+    @property
+    def inbound_webhook_url(self) -> str:
+        """What an operator sets as the inbound webhook in Twilio: the InboundWebhookUrl output,
+        with its connection overrides (PublicWebhookBaseUrl is this stack's API)."""
+        return self.template.output("InboundWebhookUrl")
+
     def command(self, payload: dict) -> dict:
         """What the console's "Test" button or the CLI does: invoke the commands function."""
         return self.router.invoke("CommandsFunction", payload)
@@ -164,8 +170,8 @@ class LocalStack:
     def endpoints(self) -> dict[str, str]:
         return {
             "webhook API": self.api_url,
-            "status callback": f"{self.api_url}/twilio/status",
-            "inbound webhook": f"{self.api_url}/twilio/inbound",
+            "status callback": self.template.output("StatusCallbackUrl"),
+            "inbound webhook": self.inbound_webhook_url,
             "Lambda Invoke API (the CLI's commands)": self.lambda_endpoint,
             "AWS (moto: S3, SQS, Secrets Manager)": self.services.aws_endpoint,
             f"DynamoDB ({self.services.engine})": self.services.dynamodb_endpoint,

@@ -251,6 +251,10 @@ class LocalStackTemplate:
 
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
+    def output(self, name: str) -> Any:
+        """An output's value, as the stack deployed with these parameters would show it."""
+        return self.resolve(self.raw["Outputs"][name]["Value"])
+
     # ------------------------------------------------------------------ functions
     def functions(self) -> list[FunctionSpec]:
         defaults = self.raw.get("Globals", {}).get("Function", {})

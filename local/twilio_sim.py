@@ -4,8 +4,9 @@ It speaks the subset of Twilio's 2010-04-01 REST API that smsinvite uses, closel
 real `twilio` SDK works against it once its HTTP client rewrites https://api.twilio.com to
 `base_url`. Beyond answering like Twilio, it enforces per-sender MPS limits, honours Twilio's test
 magic numbers, posts signed status callbacks (optionally out of order or twice), posts signed
-inbound replies, and injects faults (latency, 429, 5xx, a dropped connection after the message
-was accepted, a hang). Everything it does is recorded so tests and benchmarks can read it back.
+inbound replies, retries a webhook only as its URL's connection overrides say, and injects faults
+(latency, 429, 5xx, a dropped connection after the message was accepted, a hang). Everything it
+does is recorded so tests and benchmarks can read it back.
 
     with TwilioSimulator(mps_limit=10) as sim:
         ...  # point the SDK at sim.base_url with sim.account_sid / sim.auth_token
@@ -36,10 +37,11 @@ from email.utils import format_datetime
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urldefrag, urlencode, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
+from urllib3.exceptions import NewConnectionError
 
 logger = logging.getLogger(__name__)
 
@@ -538,14 +540,80 @@ class _TaskScheduler:
                     self._cond.notify_all()
 
 
+@dataclass(frozen=True)
+class ConnectionOverrides:
+    """How Twilio posts to one webhook URL, and when it tries again, from the URL's fragment.
+
+    https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides: `#rc=3&rp=ct,5xx`
+    asks for up to 3 retries when the connection fails or the answer is a 5xx. Without a fragment
+    Twilio's defaults hold: one retry, of a failed connection only. A 4xx or 5xx is never retried
+    unless `rp` names it, and all attempts together get `tt` (15 s at most). Twilio posts to the
+    URL without its fragment and leaves the fragment out of the signature. Values out of Twilio's
+    ranges are refused; so are keys Twilio does not document, so a typo shows in a test (what
+    Twilio does with one is not documented).
+    """
+
+    retry_count: int = 1  # rc
+    retry_on: frozenset[str] = frozenset({"ct"})  # rp: of "4xx", "5xx", "ct", "rt"
+    connect_timeout: float = 5.0  # ct, in seconds here (milliseconds in the URL)
+    read_timeout: float = 15.0  # rt
+    total_time: float = 15.0  # tt
+
+    _MILLISECONDS = {"ct": ("connect_timeout", 10_000), "rt": ("read_timeout", 15_000),
+                     "tt": ("total_time", 15_000)}
+    _POLICIES = ("4xx", "5xx", "ct", "rt")
+    _IGNORED = ("e", "sni")  # the egress edge and SNI change nothing on 127.0.0.1
+
+    @classmethod
+    def parse(cls, fragment: str) -> "ConnectionOverrides":
+        values: dict[str, Any] = {}
+        for key, value in parse_qsl(fragment, keep_blank_values=True):
+            if key == "rc":
+                if not value.isdigit() or int(value) > 5:
+                    raise ValueError("rc must be 0 to 5")
+                values["retry_count"] = int(value)
+            elif key == "rp":
+                policies = set(value.split(","))
+                if "all" in policies:
+                    policies = (policies - {"all"}) | set(cls._POLICIES)
+                if not policies or not policies <= set(cls._POLICIES):
+                    raise ValueError("rp must list 4xx, 5xx, ct, rt or all (Twilio error 11243)")
+                values["retry_on"] = frozenset(policies)
+            elif key in cls._MILLISECONDS:
+                name, most = cls._MILLISECONDS[key]
+                if not value.isdigit() or not 100 <= int(value) <= most:
+                    raise ValueError(f"{key} must be 100 to {most} milliseconds")
+                values[name] = int(value) / 1000
+            elif key not in cls._IGNORED:
+                raise ValueError(f"{key} is not a connection override")
+        return cls(**values)
+
+    def retries(self, failure: str | None, attempt: int) -> bool:
+        return failure in self.retry_on and attempt <= self.retry_count
+
+
+def _failure(response: requests.Response | None, error: Exception | None) -> str | None:
+    """What kind of failure an attempt was, in rp's terms; None for an answer not worth retrying."""
+    if response is not None:
+        return {4: "4xx", 5: "5xx"}.get(response.status_code // 100)
+    if isinstance(error, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return "ct"
+    if isinstance(error, requests.ReadTimeout):
+        return "rt"
+    cause = error.args[0] if isinstance(error, requests.ConnectionError) and error.args else None
+    if isinstance(getattr(cause, "reason", cause), NewConnectionError):
+        return "ct"  # refused: never connected
+    return "partial"  # the connection broke after the request went out: Twilio does not retry
+
+
 class CallbackPoster:
     """Posts signed, form-encoded webhooks the way Twilio does, and logs every attempt."""
 
-    def __init__(self, auth_token: str, stop_event: threading.Event, *, retries: int = 2,
-                 timeout: float = 5.0, backoff: float = 0.05) -> None:
+    def __init__(self, auth_token: str, stop_event: threading.Event, *,
+                 backoff: float = 0.05) -> None:
         self._validator = RequestValidator(auth_token)
         self._stop_event = stop_event
-        self.retries, self.timeout, self.backoff = retries, timeout, backoff
+        self.backoff = backoff  # Twilio does not say how it spaces retries; here 50 ms, doubling
         self._lock = threading.Lock()
         self._log: list[CallbackRecord] = []
 
@@ -554,30 +622,39 @@ class CallbackPoster:
         return self._validator.compute_signature(url, params)
 
     def deliver(self, kind: str, url: str, params: dict[str, str], token: str,
-                message_sid: str | None = None) -> CallbackRecord:
-        """Post with retries on connection errors and 5xx; never raises."""
-        attempts = self.retries + 1
-        for attempt in range(1, attempts + 1):
-            record, _ = self._attempt(kind, url, params, token, attempt, message_sid)
-            answered = record.status is not None and record.status < 500  # 4xx is an answer
-            if answered or attempt == attempts:
+                message_sid: str | None = None) -> tuple[CallbackRecord, requests.Response | None]:
+        """Post to `url` as Twilio does, retrying as its connection overrides say; never raises.
+
+        Returns the last attempt's record and the receiver's response (None if none came).
+        """
+        target, fragment = urldefrag(url)
+        try:
+            overrides = ConnectionOverrides.parse(fragment)
+        except ValueError as exc:
+            record = self._record(kind, target, params, "", token, 1, None,
+                                  f"invalid connection overrides: {exc}", message_sid)
+            logger.warning("twilio simulator: %s callback for %s not posted: %s", kind,
+                           message_sid, record.error)
+            return record, None
+        deadline = time.monotonic() + overrides.total_time
+        attempt = 0
+        while True:
+            attempt += 1
+            left = max(deadline - time.monotonic(), 0.001)
+            timeout = (min(overrides.connect_timeout, left), min(overrides.read_timeout, left))
+            record, response, failure = self._attempt(kind, target, params, token, attempt,
+                                                      message_sid, timeout)
+            if not overrides.retries(failure, attempt):
                 break
-            if self._stop_event.wait(self.backoff * 2 ** (attempt - 1)):
-                break
+            pause = self.backoff * 2 ** (attempt - 1)
+            if time.monotonic() + pause >= deadline or self._stop_event.wait(pause):
+                break  # the total time (tt) is spent, or the simulator is stopping
         if not record.ok:
             logger.warning("twilio simulator: %s callback for %s failed after %d attempt(s): %s",
                            kind, message_sid, record.attempt, record.error or record.status)
-        return record
+        return record, response
 
-    def post_once(self, kind: str, url: str, params: dict[str, str], token: str,
-                  message_sid: str | None = None) -> requests.Response:
-        """Post once and return the receiver's response; raises if it cannot be reached."""
-        record, response = self._attempt(kind, url, params, token, 1, message_sid)
-        if response is None:
-            raise requests.ConnectionError(record.error)
-        return response
-
-    def _attempt(self, kind, url, params, token, attempt, message_sid):
+    def _attempt(self, kind, url, params, token, attempt, message_sid, timeout):
         signature = self.sign(url, params)
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
@@ -591,15 +668,20 @@ class CallbackPoster:
             with requests.Session() as session:
                 session.trust_env = False  # never route 127.0.0.1 through an environment proxy
                 response = session.post(url, data=urlencode(params), headers=headers,
-                                        timeout=self.timeout, allow_redirects=False)
+                                        timeout=timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        record = CallbackRecord(kind, url, dict(params), signature, token, attempt,
-                                response.status_code if response is not None else None,
-                                error, _now(), message_sid)
+            error = exc
+        record = self._record(kind, url, params, signature, token, attempt,
+                              response.status_code if response is not None else None,
+                              f"{type(error).__name__}: {error}" if error else None, message_sid)
+        return record, response, _failure(response, error)
+
+    def _record(self, kind, url, params, signature, token, attempt, status, error, message_sid):
+        record = CallbackRecord(kind, url, dict(params), signature, token, attempt, status, error,
+                                _now(), message_sid)
         with self._lock:
             self._log.append(record)
-        return record, response
+        return record
 
     def log(self) -> list[CallbackRecord]:
         with self._lock:
@@ -1094,8 +1176,6 @@ class TwilioSimulator:
                  callback_delay: float = 0.01,
                  callbacks_out_of_order: bool = False,
                  duplicate_callbacks: bool = False,
-                 callback_retries: int = 2,
-                 callback_timeout: float = 5.0,
                  callback_extra_params: dict[str, str] | None = None,
                  service_number: str = DEFAULT_SERVICE_NUMBER,
                  fault_seed: int = 0,
@@ -1114,8 +1194,7 @@ class TwilioSimulator:
         self._limiter = SenderLimiter(mps_limit)
         self.faults = Faults(fault_seed)
         self._scheduler = _TaskScheduler(callback_workers)
-        self._poster = CallbackPoster(auth_token, self._stop_event, retries=callback_retries,
-                                      timeout=callback_timeout)
+        self._poster = CallbackPoster(auth_token, self._stop_event)
         self._lifecycle = DeliveryLifecycle(
             self._store, self._poster, self._scheduler, delay=callback_delay,
             out_of_order=callbacks_out_of_order, duplicate=duplicate_callbacks,
@@ -1287,9 +1366,12 @@ class TwilioSimulator:
                      message_sid: str | None = None, **extra: str) -> tuple[int, dict[str, str], str]:
         """Post a signed inbound SMS webhook to `url`, as Twilio does when someone replies.
 
-        Returns the receiver's (status, headers, body), so the caller can read its TwiML. Extra
-        keyword params are added to (or override) the form, e.g. FromCountry="CA" or FromCity="".
-        A redelivery (Twilio retrying) repeats the message_sid and the I-Twilio-Idempotency-Token.
+        `url` is the inbound webhook as registered, with any connection overrides: Twilio retries
+        as they say, with the same I-Twilio-Idempotency-Token. Returns the last answer's (status,
+        headers, body), so the caller can read its TwiML; raises if no attempt got an answer.
+        Extra keyword params are added to (or override) the form, e.g. FromCountry="CA" or
+        FromCity="". A redelivery (Twilio posting the message again) repeats the message_sid and
+        the token.
         """
         sid = message_sid or _new_sid("SM")
         params = {
@@ -1321,7 +1403,10 @@ class TwilioSimulator:
             status="received", direction="inbound", num_segments=int(params["NumSegments"]),
             num_media=int(params["NumMedia"] or 0), status_callback=None, date_created=now,
             date_updated=now, date_sent=now))
-        response = self._poster.post_once("inbound", url, params, token or uuid.uuid4().hex, sid)
+        record, response = self._poster.deliver("inbound", url, params, token or uuid.uuid4().hex,
+                                                sid)
+        if response is None:
+            raise requests.ConnectionError(record.error)
         return response.status_code, dict(response.headers), response.text
 
 

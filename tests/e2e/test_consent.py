@@ -2,6 +2,7 @@
 
 import itertools
 import uuid
+from urllib.parse import urldefrag
 
 import pytest
 from botocore.exceptions import ClientError
@@ -20,9 +21,42 @@ def number(prefix: str = "+1415557") -> str:
     return f"{prefix}{next(_SERIAL):04d}"
 
 
-def inbound(stack, phone: str, body: str, **redelivery) -> tuple[int, str]:
-    status, _, twiml = stack.twilio.send_inbound(f"{stack.api_url}/twilio/inbound", phone, SENDER, body, **redelivery)
+def inbound(stack, phone: str, body: str, url: str | None = None, **redelivery) -> tuple[int, str]:
+    """Someone texts `body`: Twilio posts it to the inbound webhook the operator registered."""
+    status, _, twiml = stack.twilio.send_inbound(url or stack.inbound_webhook_url, phone, SENDER, body, **redelivery)
     return status, twiml
+
+
+def throttled() -> TransactWriteError:
+    """A ThrottlingException from DynamoDB, as PynamoDB raises it from a transaction."""
+    cause = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "TransactWriteItems")
+    return TransactWriteError("Failed to write transaction items", cause=cause)
+
+
+@pytest.fixture
+def throttle_next_suppression(monkeypatch):
+    """Call it to have DynamoDB throttle the next suppression write, once; later ones go through."""
+    from smsinvite.store import Store
+
+    suppress, refused = Store.suppress, []
+
+    def throttled_once(self, entry, reason):
+        if not refused:
+            refused.append(reason)
+            raise throttled()
+        return suppress(self, entry, reason)
+
+    return lambda: monkeypatch.setattr(Store, "suppress", throttled_once)
+
+
+def suppressions_in_table(store, phone: str) -> list:
+    """The suppression table itself, scanned: its rows for this number."""
+    return list(store.t.suppressions.scan(store.t.suppressions.phone == phone, consistent_read=True))
+
+
+def ledger_in_table(store, phone: str) -> list[tuple[str, str]]:
+    """The consent table itself, scanned: (event, source) of this number's entries."""
+    return [(row.event, row.source) for row in store.t.consent.scan(store.t.consent.phone == phone, consistent_read=True)]
 
 
 def s3():
@@ -119,26 +153,61 @@ def test_an_opt_out_that_cannot_be_stored_is_not_acknowledged_and_the_retry_reco
     from smsinvite.store import Store
 
     phone = number()
-    throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "TransactWriteItems")
 
     def refuse(self, entry, reason):
-        raise TransactWriteError("Failed to write transaction items", cause=throttled)
+        raise throttled()
 
-    # Given DynamoDB throttles the suppression's write
+    # Given DynamoDB throttles the suppression's write, for longer than Twilio keeps retrying
     monkeypatch.setattr(Store, "suppress", refuse)
     delivery = {"token": uuid.uuid4().hex, "message_sid": "SM" + uuid.uuid4().hex}
     status, answer = inbound(stack, phone, "ARRET", **delivery)
 
-    # Then Twilio gets a 5xx (so it retries) and no confirmation
+    # Then Twilio gets a 5xx (every time it tries) and no confirmation
     assert status >= 500
     assert "<Message>" not in answer
     assert store.suppression(phone) is None
 
-    # When DynamoDB recovers and Twilio retries with the same token, the opt-out is recorded and confirmed
+    # When DynamoDB recovers and the same delivery comes again, the opt-out is recorded and confirmed
     monkeypatch.undo()
     status, answer = inbound(stack, phone, "ARRET", **delivery)
     assert status == 200 and "<Message>" in answer
     assert store.suppression(phone).reason == "opted_out"
+
+
+def test_a_stop_that_first_meets_a_throttled_table_is_recorded_on_twilios_retry(stack, store, throttle_next_suppression):
+    phone = number()
+
+    # Given the inbound webhook registered as the README says, and DynamoDB throttling the
+    # suppression's first write
+    throttle_next_suppression()
+
+    # When the person texts STOP
+    status, _ = inbound(stack, phone, "STOP")
+
+    # Then Twilio's first post got a 5xx, and its retry of the same delivery got 200
+    posts = [r for r in stack.twilio.callbacks(kind="inbound") if r.params["From"] == phone]
+    assert [(r.attempt, r.status >= 500) for r in posts] == [(1, True), (2, False)]
+    assert posts[-1].ok and status == 200
+    assert len({(r.idempotency_token, r.message_sid) for r in posts}) == 1
+    # And the suppression and its ledger entry are in the tables
+    assert [(row.reason, row.source) for row in suppressions_in_table(store, phone)] == [("opted_out", "keyword")]
+    assert ledger_in_table(store, phone) == [("opt_out", "keyword")]
+
+
+def test_without_connection_overrides_twilio_does_not_retry_a_stop_answered_5xx(stack, store, throttle_next_suppression):
+    phone = number()
+
+    # Given the inbound webhook registered without a fragment, and the same throttled first write
+    throttle_next_suppression()
+
+    # When the person texts STOP
+    status, _ = inbound(stack, phone, "STOP", url=urldefrag(stack.inbound_webhook_url).url)
+
+    # Then Twilio posted once, got a 5xx and gave up: nothing is recorded
+    posts = [r for r in stack.twilio.callbacks(kind="inbound") if r.params["From"] == phone]
+    assert [(r.attempt, r.status) for r in posts] == [(1, status)] and status >= 500
+    assert suppressions_in_table(store, phone) == []
+    assert ledger_in_table(store, phone) == []
 
 
 def test_a_stop_reply_suppresses_the_number_before_its_invitation_is_sent(stack, store, campaign_id):

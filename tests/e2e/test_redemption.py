@@ -190,7 +190,7 @@ def test_reminders_go_only_to_reached_invitees_who_have_not_answered_with_the_sa
     wait_for(lambda: final_statuses(store, campaign_id), timeout=60, what="the invitations")
     codes = {r.phone: r.code for r in store.t.recipients.query(campaign_id)}
     post(stack, codes[answered], "complete")
-    stack.twilio.send_inbound(f"{stack.api_url}/twilio/inbound", stopped, "+15005550006", "STOP")
+    stack.twilio.send_inbound(stack.inbound_webhook_url, stopped, "+15005550006", "STOP")
 
     # When two reminder rounds are due, at most one per invitee
     soon = [(utcnow() + timedelta(seconds=s)).isoformat() for s in (1, 2)]

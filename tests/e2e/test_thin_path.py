@@ -153,6 +153,43 @@ def test_a_connection_dropped_after_twilio_accepted_is_not_resent(stack, store, 
     assert statuses == {"+14155550103": "delivered"}
 
 
+def test_a_final_status_callback_that_met_a_throttled_table_is_applied_on_twilios_retry(
+        stack, store, twilio, campaign_id, monkeypatch):
+    from botocore.exceptions import ClientError
+    from pynamodb.exceptions import TransactWriteError
+
+    from smsinvite.store import Store
+
+    phone = "+14155550108"
+    transition, refused = Store.transition, []
+
+    def throttled_once(self, recipient, new, **changes):
+        if new is Status.DELIVERED and not refused:
+            refused.append(recipient.recipient_id)
+            cause = ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                                "TransactWriteItems")
+            raise TransactWriteError("Failed to write transaction items", cause=cause)
+        return transition(self, recipient, new, **changes)
+
+    # Given DynamoDB throttles the first write of a "delivered"
+    monkeypatch.setattr(Store, "transition", throttled_once)
+    create_campaign(stack, campaign_id)
+    upload_and_import(stack, store, campaign_id, f"phone\n{phone}\n")
+
+    # When the invitation is sent and Twilio reports it delivered, to the URL the sender gave it
+    prepare_and_approve(stack, campaign_id)
+    [message] = wait_for(lambda: twilio.created(to=phone), timeout=60, what="the invitation")
+    wait_for(lambda: refused, timeout=30, what="the delivered callback")
+    twilio.wait_until_idle(timeout=10)
+
+    # Then Twilio's first post of "delivered" got a 5xx, and its retry got 204
+    delivered = [c for c in twilio.callbacks(message.sid) if c.params["MessageStatus"] == "delivered"]
+    assert [(c.attempt, c.status) for c in delivered] == [(1, 500), (2, 204)]
+    # And the recipient's row says delivered
+    recipient = store.t.recipients.get(campaign_id, recipient_id_for(campaign_id, phone), consistent_read=True)
+    assert (recipient.status, recipient.message_sid) == ("delivered", message.sid)
+
+
 def _claim_as_a_crashed_sender(store, campaign_id, phone, body):
     recipient = store.recipient(campaign_id, recipient_id_for(campaign_id, phone))
     return store.transition(
@@ -209,8 +246,8 @@ def test_a_send_that_twilio_never_received_is_sent_once_after_reconciliation(sta
 
 def test_an_inbound_reply_is_verified_and_kept_once(stack, store):
     # Given Twilio posts a signed inbound SMS (with blank parameters, as Twilio does)
-    url = f"{stack.api_url}/twilio/inbound"
-    status, headers, body = stack.twilio.send_inbound(url, "+14155550106", "+15005550006", "Maybe later")
+    status, headers, body = stack.twilio.send_inbound(stack.inbound_webhook_url, "+14155550106", "+15005550006",
+                                                      "Maybe later")
 
     # Then it is answered with empty TwiML and stored
     assert status == 200

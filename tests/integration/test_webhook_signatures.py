@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import uuid
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urldefrag, urlencode, urlsplit
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -21,6 +21,7 @@ from local.router import LambdaContext, _load_module
 from local.template import LocalStackTemplate
 from smsinvite.aws_clients import secrets_provider
 from smsinvite.phones import normalise
+from smsinvite.sending import StatusCallback
 from smsinvite.settings import Settings
 from smsinvite.status import Status
 from smsinvite.store import recipient_id_for
@@ -300,6 +301,62 @@ def test_the_query_string_is_part_of_what_is_signed(signed_post):
     # Then both are refused
     assert changed["statusCode"] == 403
     assert unsigned["statusCode"] == 403
+
+
+# --------------------------------------------------------- URLs with connection overrides (#rc=…)
+def as_twilio_posts(registered_url: str) -> tuple[str, str]:
+    """(the URL Twilio signs, the query API Gateway delivers) for a webhook registered as `registered_url`.
+
+    Twilio leaves a URL's fragment, its connection overrides, out of the signature
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides), and an HTTP client
+    never sends a fragment, so neither has it.
+    """
+    signed_url, _fragment = urldefrag(registered_url)
+    return signed_url, urlsplit(signed_url).query
+
+
+def test_the_status_callback_url_the_sender_gives_twilio_retries_5xx_and_passes_the_signature_check(signed_post):
+    # Given the status callback URL the sender puts on a message
+    registered = StatusCallback("c-gone", recipient_id_for("c-gone", "+14155559999"), "a-gone").url(PUBLIC_BASE_URL)
+
+    # Then it carries connection overrides that have Twilio retry a 5xx
+    overrides = dict(parse_qsl(urldefrag(registered).fragment))
+    assert "5xx" in overrides.get("rp", "").split(",") and int(overrides.get("rc", "1")) >= 1, registered
+
+    # And Twilio's callback to it, signed as Twilio signs, is accepted
+    signed_url, query = as_twilio_posts(registered)
+    assert accepted(signed_post(STATUS, status_form(), query=query, url=signed_url))
+
+
+def test_the_published_inbound_webhook_url_passes_the_signature_check(signed_post, webhook_functions, store):
+    # Given the inbound webhook URL an operator registers in Twilio: the InboundWebhookUrl output
+    # of this deployment (PublicWebhookBaseUrl https://hooks.example.com)
+    template = LocalStackTemplate(
+        {"TwilioAccountSid": "AC" + "1" * 32, "PublicWebhookBaseUrl": PUBLIC_BASE_URL},
+        sqs_endpoint=os.environ["AWS_ENDPOINT_URL"],
+    )
+    registered = template.output("InboundWebhookUrl")
+    sender = "+14155550207"
+
+    # When Twilio posts a reply to it
+    signed_url, query = as_twilio_posts(registered)
+    response = signed_post(INBOUND, inbound_form(sender), query=query, url=signed_url)
+
+    # Then it is accepted and kept
+    assert response["statusCode"] == 200, (registered, response)
+    assert len(inbox_of(store, sender)) == 1
+
+
+def test_a_signature_over_the_url_with_its_fragment_is_not_twilios_and_gets_403(signed_post):
+    # Given a signature over a status callback URL fragment and all, which Twilio never makes
+    query = status_query()
+    with_fragment = f"{PUBLIC_BASE_URL}{STATUS}?{query}#rc=5&rp=ct,5xx"
+
+    # When it is posted
+    response = signed_post(STATUS, status_form(), query=query, url=with_fragment)
+
+    # Then it is refused: the check verifies the URL Twilio signs, without the fragment
+    assert response["statusCode"] == 403
 
 
 # ----------------------------------------------------------------------------- secrets stay secret

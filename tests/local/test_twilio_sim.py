@@ -55,6 +55,8 @@ class _Receiver:
         self.posts: list[dict] = []
         self._cond = threading.Condition()
         self.reply_status, self.reply_body = reply_status, reply_body
+        self.first_replies: list[int] = []  # statuses for the next posts, before reply_status
+        self.delay = 0.0  # seconds before answering
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
@@ -64,12 +66,18 @@ class _Receiver:
                     receiver.posts.append({"path": self.path, "headers": dict(self.headers),
                                            "params": params})
                     receiver._cond.notify_all()
+                    status = (receiver.first_replies.pop(0) if receiver.first_replies
+                              else receiver.reply_status)
+                time.sleep(receiver.delay)
                 body = receiver.reply_body.encode()
-                self.send_response(receiver.reply_status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the caller stopped waiting (its read timeout)
 
             def log_message(self, *args):
                 pass
@@ -455,16 +463,20 @@ def test_duplicate_callbacks_repeat_with_the_same_idempotency_token(sim, client,
     assert len(set(tokens)) == 3
 
 
-def test_callbacks_to_a_dead_receiver_are_retried_then_logged_as_failed(sim, client):
+def test_without_connection_overrides_a_refused_connection_is_retried_once(sim, client):
+    # Given a status callback URL without a fragment, to a receiver that is down
     dead = _Receiver()
     dead_url = dead.url("/twilio/status")
     dead.close()
 
+    # When the message walks its delivery path
     message = client.messages.create(to=ALICE, from_=SENDER, body="hi", status_callback=dead_url)
     sim.wait_until_idle()
 
+    # Then each callback is tried twice, Twilio's default (rc=1, rp=ct), then logged as failed
     log = sim.callbacks(message.sid)
-    assert len(log) == 3 * 3  # three steps, each tried three times
+    assert [(r.params["MessageStatus"], r.attempt) for r in log] == [
+        ("sending", 1), ("sending", 2), ("sent", 1), ("sent", 2), ("delivered", 1), ("delivered", 2)]
     assert all(record.status is None and record.error for record in log)
     assert client.messages(message.sid).fetch().status == "delivered"
     assert client.messages.create(to=BOB, from_=SENDER, body="still serving").status == "queued"
@@ -480,6 +492,90 @@ def test_every_callback_post_is_logged_with_the_receivers_answer(sim, client, re
 
     assert [(r.params["MessageStatus"], r.status, r.attempt) for r in log] == [
         ("sending", 403, 1), ("sent", 403, 1), ("delivered", 403, 1)]  # 4xx is not retried
+
+
+@pytest.mark.parametrize("reply, fragment, attempts", [
+    (503, "", 1),  # Twilio's default retries a failed connection only, never a 5xx
+    (500, "", 1),
+    (503, "#rc=5&rp=ct", 1),
+    (503, "#rc=5&rp=4xx,rt", 1),
+    (503, "#rc=0&rp=5xx", 1),
+    (503, "#rc=2&rp=5xx", 3),
+    (503, "#rp=ct,5xx", 2),  # rc defaults to 1
+    (500, "#rc=4&rp=all", 5),
+    (403, "#rc=5&rp=ct,5xx", 1),
+    (403, "#rc=2&rp=4xx", 3),
+])
+def test_a_failed_callback_is_retried_only_as_its_urls_connection_overrides_say(
+        sim, client, receiver, reply, fragment, attempts):
+    # Given a receiver that keeps answering `reply`
+    receiver.reply_status = reply
+
+    # When a message's status callback URL carries `fragment`
+    message = client.messages.create(to=ALICE, from_=SENDER, body="hi",
+                                     status_callback=receiver.url("/twilio/status?c=camp1") + fragment)
+    sim.wait_until_idle()
+
+    # Then each callback is posted `attempts` times, as Twilio would
+    log = sim.callbacks(message.sid)
+    for status in ("sending", "sent", "delivered"):
+        tries = [r for r in log if r.params["MessageStatus"] == status]
+        assert [(r.attempt, r.status) for r in tries] == [(n, reply) for n in range(1, attempts + 1)]
+    assert len(receiver.posts) == 3 * attempts
+
+
+def test_a_retried_callback_reaches_the_url_without_its_fragment_signed_without_it(
+        sim, client, receiver):
+    # Given a receiver that answers 503 twice, then 204
+    receiver.first_replies = [503, 503]
+    receiver.reply_status = 204
+
+    # When the status callback URL asks for retries on 5xx
+    message = client.messages.create(
+        to=ALICE, from_=SENDER, body="hi",
+        status_callback=receiver.url("/twilio/status?c=camp1&a=att1") + "#rc=3&rp=ct,5xx")
+    sim.wait_until_idle()
+
+    # Then the first callback is posted three times, with one idempotency token, the last answered
+    first = [r for r in sim.callbacks(message.sid) if r.params["MessageStatus"] == "sending"]
+    assert [(r.attempt, r.status) for r in first] == [(1, 503), (2, 503), (3, 204)]
+    assert len({r.idempotency_token for r in first}) == 1
+    # And every post went to the URL without the fragment (a client never sends one), signed
+    # over that URL: Twilio leaves connection overrides out of the signature
+    assert {post["path"] for post in receiver.posts} == {"/twilio/status?c=camp1&a=att1"}
+    assert all(_validates(receiver, post) for post in receiver.posts)
+    assert all("#" not in r.url for r in sim.callbacks(message.sid))
+
+
+def test_the_total_time_ends_the_retries_of_a_callback_that_times_out(sim, receiver):
+    # Given a receiver slower than the read timeout
+    receiver.delay = 0.5
+    url = receiver.url("/twilio/inbound") + "#rt=300&tt=700&rc=5&rp=rt"
+
+    # When Twilio posts an inbound reply to it
+    started = time.monotonic()
+    with pytest.raises(requests.ConnectionError):
+        sim.send_inbound(url, ALICE, SENDER, "hi")
+    elapsed = time.monotonic() - started
+
+    # Then it gave up once 700 ms were spent, well before six 300 ms attempts could run
+    log = sim.callbacks(kind="inbound")
+    assert 1 < len(log) < 6
+    assert all(r.status is None and "ReadTimeout" in r.error for r in log)
+    assert elapsed < 1.5
+
+
+@pytest.mark.parametrize("fragment", ["#rc=6", "#rc=two", "#rp=sometimes", "#rp=", "#ct=50",
+                                      "#rt=20000", "#tt=99", "#retries=3"])
+def test_invalid_connection_overrides_are_refused_and_nothing_is_posted(sim, client, receiver,
+                                                                        fragment):
+    message = client.messages.create(to=ALICE, from_=SENDER, body="hi",
+                                     status_callback=receiver.url("/twilio/status") + fragment)
+    sim.wait_until_idle()
+
+    log = sim.callbacks(message.sid)
+    assert len(log) == 3 and all(r.status is None and "connection overrides" in r.error for r in log)
+    assert receiver.posts == []
 
 
 # --- inbound ------------------------------------------------------------------------------------
@@ -499,6 +595,33 @@ def test_inbound_reply_is_signed_and_returns_the_receivers_twiml(sim, receiver):
     assert params["MessageSid"].startswith("SM") and params["NumMedia"] == "0"
     assert params["FromCity"] == "" and params["FromCountry"] == "US"
     assert sim.callbacks(kind="inbound")[0].status == 200
+
+
+def test_an_inbound_reply_is_not_retried_after_a_5xx_without_connection_overrides(sim, receiver):
+    receiver.first_replies = [503]
+
+    status, _, _ = sim.send_inbound(receiver.url("/twilio/inbound"), ALICE, SENDER, "STOP")
+
+    assert status == 503
+    assert [(r.attempt, r.status) for r in sim.callbacks(kind="inbound")] == [(1, 503)]
+
+
+def test_an_inbound_reply_is_retried_as_the_inbound_urls_overrides_say(sim, receiver):
+    # Given the inbound webhook registered with overrides that retry 5xx, and a receiver that
+    # answers 503 once
+    receiver.first_replies = [503]
+    receiver.reply_body = "<Response/>"
+
+    # When someone replies
+    status, _, body = sim.send_inbound(receiver.url("/twilio/inbound") + "#rc=2&rp=5xx", ALICE,
+                                       SENDER, "STOP")
+
+    # Then the caller gets the retry's answer, and both posts are one delivery, signed alike
+    assert (status, body) == (200, "<Response/>")
+    log = sim.callbacks(kind="inbound")
+    assert [(r.attempt, r.status) for r in log] == [(1, 503), (2, 200)]
+    assert len({(r.idempotency_token, r.message_sid) for r in log}) == 1
+    assert all(_validates(receiver, post) for post in receiver.posts)
 
 
 # --- faults -------------------------------------------------------------------------------------

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 from typing import Any, Iterator
+from urllib.parse import parse_qsl, urldefrag
 
+import pytest
 from samtranslator.policy_template_processor.processor import PolicyTemplatesProcessor
+
+from local.template import LocalStackTemplate
+from smsinvite.twilio_gateway import CONNECTION_OVERRIDES
 
 IMPORT_PREFIXES = {"imports/", "panels/", "tokens/", "suppressions/"}
 REPORTS_PREFIX = "reports/"
@@ -352,3 +357,52 @@ def test_outputs_include_what_the_cli_reads(template):
     # Given the stack's outputs
     # Then the CLI finds the API URL, the bucket and the commands function
     assert {"WebhookApiUrl", "ImportsBucketName", "CommandsFunctionName"} <= template.get("Outputs", {}).keys()
+
+
+# The status callbacks of one message: queued (sent through a Messaging Service), sending, sent and
+# delivered. Twilio retries none that met a 429, so the API's throttle must admit them all.
+CALLBACKS_PER_MESSAGE = 4
+# Callbacks come in bursts (a carrier's delivery reports, retries after a 5xx), and inbound replies
+# and short-link clicks share the API.
+THROTTLE_HEADROOM = 2
+
+
+def test_the_api_throttle_admits_every_callback_at_the_highest_sender_ceiling(template):
+    # Given the highest sender ceiling the template allows
+    ceiling = template["Parameters"]["SenderCeilingPerSecond"]
+    assert "MaxValue" in ceiling, "SenderCeilingPerSecond has no MaxValue: any ceiling is allowed"
+    callbacks_per_second = ceiling["MaxValue"] * CALLBACKS_PER_MESSAGE
+
+    # When the API's stage throttles its routes
+    [api] = resources_of_type(template, "AWS::Serverless::HttpApi").values()
+    throttle = api["DefaultRouteSettings"]
+
+    # Then a sender at that ceiling has its callbacks admitted, with headroom, and bursts of them too
+    assert throttle["ThrottlingRateLimit"] >= callbacks_per_second * THROTTLE_HEADROOM, (throttle, callbacks_per_second)
+    assert throttle["ThrottlingBurstLimit"] >= throttle["ThrottlingRateLimit"], throttle
+
+
+def webhook_output(template: dict, name: str, **parameters: str) -> str:
+    """An output's URL as CloudFormation resolves it, for a stack deployed with these parameters."""
+    resolved = LocalStackTemplate({"TwilioAccountSid": "AC" + "0" * 32, **parameters}, template=template)
+    return resolved.output(name)
+
+
+@pytest.mark.parametrize("name, route", [("InboundWebhookUrl", "/twilio/inbound"),
+                                         ("StatusCallbackUrl", "/twilio/status")])
+@pytest.mark.parametrize("public_base_url", ["", "https://sms.example.org/prod"])
+def test_the_webhook_urls_an_operator_registers_make_twilio_retry_a_5xx(template, name, route, public_base_url):
+    # Given the stack deployed on its execute-api URL, or behind a custom domain with a base path
+    url = webhook_output(template, name, PublicWebhookBaseUrl=public_base_url)
+    base, fragment = urldefrag(url)
+
+    # Then the URL is the one the signature check verifies: the public base URL and the route
+    # (the execute-api URL when none is configured)
+    expected_base = public_base_url or webhook_output(template, "WebhookApiUrl")
+    assert base == expected_base + route
+    # And its connection overrides have Twilio retry a 5xx and a failed connection, at least once
+    overrides = dict(parse_qsl(fragment))
+    assert int(overrides.get("rc", "1")) >= 1, url
+    assert {"5xx", "ct"} <= set(overrides.get("rp", "ct").split(",")), url
+    # And they are the overrides the sender puts on each message's status callback
+    assert fragment == CONNECTION_OVERRIDES

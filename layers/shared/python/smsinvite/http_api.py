@@ -61,6 +61,8 @@ def verified_twilio_webhook(event: APIGatewayProxyEventV2, settings: Settings, r
 
     The URL is the configured public base URL plus the route, never one rebuilt from the request's
     Host header: behind a custom domain, a base path or a stage, only the configured one is right.
+    It has no fragment: Twilio leaves a webhook URL's connection overrides (`#rc=…`) out of what
+    it signs, and a fragment never reaches the server.
     """
     raw_query = event.raw_query_string or ""
     url = settings.require_webhook_base_url() + route_path + (f"?{raw_query}" if raw_query else "")

@@ -49,7 +49,7 @@ from smsinvite.subscriptions import is_list
 from smsinvite.store import Store, utcnow
 from smsinvite.tables import CampaignRecord, RecipientRecord
 from smsinvite.throttle import LATE_BUDGET, Busy, lanes_for
-from smsinvite.twilio_gateway import ErrorKind, TwilioGateway, TwilioSendError
+from smsinvite.twilio_gateway import CONNECTION_OVERRIDES, ErrorKind, TwilioGateway, TwilioSendError
 
 STATUS_CALLBACK_PATH = "/twilio/status"
 # The longest a record waits for its slot inside an invocation; longer waits go back to the queue.
@@ -99,8 +99,9 @@ class StatusCallback:
     attempt_id: str
 
     def url(self, base_url: str) -> str:
+        """With Twilio's connection overrides, so a callback answered 5xx is retried."""
         query = urlencode({"c": self.campaign_id, "r": self.recipient_id, "a": self.attempt_id})
-        return f"{base_url}{STATUS_CALLBACK_PATH}?{query}"
+        return f"{base_url}{STATUS_CALLBACK_PATH}?{query}#{CONNECTION_OVERRIDES}"
 
 
 @dataclass

@@ -28,6 +28,12 @@ from smsinvite.settings import Settings
 
 TWILIO_API_ORIGIN = "https://api.twilio.com"
 AUTH_TOKEN_MAX_AGE_SECONDS = 300
+# Twilio retries a webhook only as its URL's connection overrides (the fragment) say; by default it
+# retries a failed connection once and a 5xx never. These ask for up to 5 retries of a failed
+# connection or a 5xx, within Twilio's 15 s for all attempts. Twilio posts to the URL without the
+# fragment and leaves it out of the signature, so the signature check is unchanged.
+# https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides
+CONNECTION_OVERRIDES = "rc=5&rp=ct,5xx"
 
 # The SDK logs request bodies (numbers, message text) at INFO; keep them out of the logs.
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
