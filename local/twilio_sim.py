@@ -854,6 +854,7 @@ class MessagesApi:
         query = parse_qs(parts.query, keep_blank_values=True)
         form = parse_qs(body.decode("utf-8"), keep_blank_values=True) if body else {}
         collection = _MESSAGES_PATH.match(parts.path)
+        self._sim._count_call(method, collection is not None)
         try:
             self._authenticate(headers.get("Authorization"))
         except TwilioApiError as exc:
@@ -1203,6 +1204,8 @@ class TwilioSimulator:
         self._server: _ApiServer | None = None
         self._thread: threading.Thread | None = None
         self._running = False
+        self._calls_lock = threading.Lock()
+        self._api_calls: defaultdict[str, int] = defaultdict(int)
 
     # lifecycle
 
@@ -1269,6 +1272,8 @@ class TwilioSimulator:
         self._store.clear()
         self._ledger.clear()
         self._poster.clear()
+        with self._calls_lock:
+            self._api_calls.clear()
         self._limiter.clear(self._defaults["mps_limit"])
         self.faults.clear()
         self.accept_connections()
@@ -1352,6 +1357,17 @@ class TwilioSimulator:
                 first += 1
             best = max(best, last - first + 1)
         return best
+
+    def _count_call(self, method: str, collection: bool) -> None:
+        kind = ("create" if method == "POST" else "list") if collection else "fetch"
+        with self._calls_lock:
+            self._api_calls[kind] += 1
+
+    @property
+    def api_calls(self) -> dict[str, int]:
+        """API requests received so far, by kind: create, list, fetch (answered or not)."""
+        with self._calls_lock:
+            return dict(self._api_calls)
 
     def _ledger_failure(self, form: dict[str, list[str]], exc: TwilioApiError) -> None:
         self._ledger.record(monotonic=time.monotonic(),

@@ -228,3 +228,32 @@ def test_a_status_nobody_knows_neither_stops_the_scheduler_nor_gets_its_callback
     answer = requests.post(url, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)
     assert answer.status_code == 204
     assert store.recipient(campaign_id, recipient_id).status == "partially_delivered"
+
+
+def test_a_tick_during_a_twilio_outage_asks_twilio_once_and_still_runs_its_other_sweeps(
+    stack, store, twilio, campaign_id
+):
+    # Given four sends whose outcome is unknown (Twilio answered 503), and a scheduled campaign that is due
+    phones = numbers(4)
+    campaign(stack, campaign_id, phones)
+    twilio.faults.next(["503"] * 4)
+    prepare_and_approve(stack, campaign_id)
+    wait_for(lambda: set(statuses(store, campaign_id).values()) == {"unknown"}, timeout=30, what="four unknowns")
+    due_id = f"{campaign_id}-due"
+    start_at = datetime.now(timezone.utc) + timedelta(seconds=3)
+    campaign(stack, due_id, numbers(1), start_at=start_at.isoformat())
+    prepare(stack, due_id)
+    command(stack, {"command": "approve", "campaign_id": due_id})
+    time.sleep(max(0.0, (start_at - datetime.now(timezone.utc)).total_seconds()) + 1.2)
+
+    # When Twilio is down (503 to everything) and the scheduler ticks
+    twilio.faults.unavailable = True
+    lists_before = twilio.api_calls.get("list", 0)
+    tick = stack.router.fire_schedule("SchedulerFunction")
+    lists_in_the_tick = twilio.api_calls.get("list", 0) - lists_before
+    twilio.faults.unavailable = False
+
+    # Then the reconciler asked Twilio once and left the rest for the next tick, and the due campaign started
+    assert lists_in_the_tick == 1
+    assert tick["campaigns"].get("started") == 1
+    assert set(statuses(store, campaign_id).values()) == {"unknown"}
