@@ -106,7 +106,7 @@ def test_a_message_list_lagging_past_the_grace_still_gives_one_sms_per_recipient
     # 1 s grace), and its status callbacks are slower still
     phones = numbers(3)
     campaign(stack, campaign_id, phones)
-    twilio.faults.next(["5xx_after_create"] * 3)
+    twilio.faults.rate_5xx_after_create = 1.0
     twilio.faults.list_lag = 2.5
     twilio.callback_delay = 3.0
 
@@ -198,7 +198,7 @@ def test_a_status_nobody_knows_neither_stops_the_scheduler_nor_gets_its_callback
     # Given an unknown send that Twilio lists as partially delivered, and its callback slow to come
     phone = numbers(1)[0]
     campaign(stack, campaign_id, [phone])
-    twilio.faults.next(["5xx_after_create"])
+    twilio.faults.rate_5xx_after_create = 1.0
     twilio.callback_delay = 30.0
     prepare_and_approve(stack, campaign_id)
     recipient_id = recipient_id_for(campaign_id, phone)
@@ -236,7 +236,7 @@ def test_a_tick_during_a_twilio_outage_asks_twilio_once_and_still_runs_its_other
     # Given four sends whose outcome is unknown (Twilio answered 503), and a scheduled campaign that is due
     phones = numbers(4)
     campaign(stack, campaign_id, phones)
-    twilio.faults.next(["503"] * 4)
+    twilio.faults.unavailable = True
     prepare_and_approve(stack, campaign_id)
     wait_for(lambda: set(statuses(store, campaign_id).values()) == {"unknown"}, timeout=30, what="four unknowns")
     due_id = f"{campaign_id}-due"
@@ -246,8 +246,7 @@ def test_a_tick_during_a_twilio_outage_asks_twilio_once_and_still_runs_its_other
     command(stack, {"command": "approve", "campaign_id": due_id})
     time.sleep(max(0.0, (start_at - datetime.now(timezone.utc)).total_seconds()) + 1.2)
 
-    # When Twilio is down (503 to everything) and the scheduler ticks
-    twilio.faults.unavailable = True
+    # When Twilio is still down (503 to everything) and the scheduler ticks
     lists_before = twilio.api_calls.get("list", 0)
     tick = stack.router.fire_schedule("SchedulerFunction")
     lists_in_the_tick = twilio.api_calls.get("list", 0) - lists_before
