@@ -5,6 +5,10 @@ Error classes drive the at-most-once promise:
 - retryable: Twilio certainly did not take it (429, or the connection was never made). Retry later.
 - ambiguous: Twilio may have taken it (5xx, a read timeout, a dropped connection). Never resent
   blindly; the recipient is marked unknown and reconciled against Twilio's message list.
+
+Twilio's error text quotes numbers ("The 'To' number +1... is not a valid phone number.") and its
+request URLs carry them in the query, so a failure leaves the gateway as a TwilioSendError that holds
+only the kind, Twilio's code, the HTTP status and the exception's type; nothing is chained to it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class ErrorKind(str, Enum):
 
 class TwilioSendError(Exception):
     def __init__(self, kind: ErrorKind, *, code: int | None, http_status: int | None, reason: str) -> None:
-        super().__init__(f"{kind.value}: {reason}")
+        super().__init__(f"{kind.value}: {reason}" + (f" (HTTP {http_status})" if http_status else ""))
         self.kind = kind
         self.code = code
         self.http_status = http_status
@@ -160,9 +164,11 @@ class TwilioGateway:
         try:
             message = self._client.messages.create(**params)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify(exc) from exc
-        segments = int(message.num_segments) if message.num_segments not in (None, "") else None
-        return AcceptedMessage(sid=message.sid, status=message.status, num_segments=segments)
+            failure = classify(exc)
+        else:
+            segments = int(message.num_segments) if message.num_segments not in (None, "") else None
+            return AcceptedMessage(sid=message.sid, status=message.status, num_segments=segments)
+        raise failure  # outside the except: Python chains nothing of the SDK's exception to it
 
     def messages_to(self, to: str, *, since: datetime) -> list[SentMessage]:
         """Twilio's messages to a number created since a moment, newest first.
@@ -187,8 +193,10 @@ class TwilioGateway:
                     )
                 )
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc) from exc
-        return found
+            failure = classify(exc)
+        else:
+            return found
+        raise failure  # outside the except: Python chains nothing of the SDK's exception to it
 
 
 class FormParams(dict):
