@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from local.router import STOP_JOIN_SECONDS, Router
+from local.router import STOP_JOIN_SECONDS, Router, lambda_error
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class LambdaInvokeApi:
         try:
             result = self.router.invoke(logical_id, event)
         except Exception as error:  # noqa: BLE001 - Lambda reports whatever the handler raised
-            return _function_error(type(error).__name__, str(error))
+            document = lambda_error(error)
+            return _function_error(document["errorType"], document["errorMessage"])
         try:
             return LambdaReply.of(200, result)
         except (TypeError, ValueError) as error:  # what Lambda's Python runtime says of such a result

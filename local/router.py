@@ -15,6 +15,8 @@ the template (through `LocalStackTemplate`) and drives the handlers the way AWS 
   `maxReceiveCount` receives.
 - **HTTP API** (`HttpApiServer`): payload format 2.0 on 127.0.0.1, every route of every function.
 - **Schedule** (`ScheduleTimer`): EventBridge scheduled events from `rate()`/`cron()` expressions.
+- **Logs** (`FunctionLogs`, `router.logs`): what the functions' log streams would hold, including the
+  runtime's `[ERROR]` record (`lambda_error`) of an exception a handler raised; tests scan it.
 
 Every handler file is imported once, lazily, as its own module (`smsinvite_fn_<LogicalId>`), and gets a
 Lambda-like context. `start()` applies the functions' environment, on top of what the Lambda runtime would
@@ -48,6 +50,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,6 +120,132 @@ class LambdaContext:
 
 def _function_arn(name: str) -> str:
     return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:function:{name}"
+
+
+# ------------------------------------------------------------------------------------------------ logs
+def lambda_error(exc: BaseException, request_id: str = "") -> dict[str, Any]:
+    """The error document Lambda's Python runtime makes of an exception that a handler raised.
+
+    As awslambdaric's bootstrap builds it: `str()` of the exception, its type's name, and the stack trace
+    as `traceback.format_list` of the raised exception's own frames (not the exceptions chained to it).
+    Lambda logs it, returns it to a synchronous caller and hands it to an asynchronous OnFailure destination.
+    """
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": request_id,
+        "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+    }
+
+
+def lambda_error_log(error: dict[str, Any]) -> str:
+    """The runtime's text log record of that document: `[ERROR] Type: message`, then the stack trace."""
+    lines = [f"[ERROR] {error['errorType']}: {error['errorMessage']}", "Traceback (most recent call last):"]
+    for frame in error["stackTrace"]:
+        lines += frame.splitlines()
+    return "\r".join(lines)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One record of a function's log stream."""
+
+    seq: int  # position in the router's log, from 0
+    function: str | None  # logical id; None when written by a thread the router did not start for an invocation
+    request_id: str | None
+    text: str
+
+
+class FunctionLogs(logging.Handler):
+    """What CloudWatch Logs would hold for the functions: every record their code writes, in order.
+
+    Lambda's runtime gives the root logger a handler that writes to the function's log stream, at the root's
+    default level (WARNING), and Powertools' Logger writes its JSON to the same stream. So, on the root logger:
+    - a record of a Powertools Logger, at the level that logger lets through, as the JSON Powertools writes;
+    - a record of any other logger from WARNING up, in the runtime's text format (with its traceback);
+    - the runtime's own `[ERROR]` record when a handler raises (`Router._run` writes it).
+    The local stack's own loggers (`local.*`: the router, the simulator, the services) are not the functions'.
+    Holds the last `max_lines`; `since(mark)` says when some were dropped.
+    """
+
+    RUNTIME_LEVEL = logging.WARNING
+    _LAMBDA_TEXT = logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s")
+
+    def __init__(self, max_lines: int = 200_000) -> None:
+        super().__init__()
+        self._lines: deque[LogLine] = deque(maxlen=max_lines)
+        self._next = 0
+        self._invocation = threading.local()
+
+    # -- what the router tells it
+    def invocation(self, function: str, request_id: str) -> _InvocationScope:
+        """The thread's records belong to this invocation while the scope is open."""
+        return _InvocationScope(self._invocation, function, request_id)
+
+    def write(self, function: str | None, request_id: str | None, text: str) -> None:
+        with self.lock:
+            self._lines.append(LogLine(self._next, function, request_id, text))
+            self._next += 1
+
+    # -- what a reader asks
+    def mark(self) -> int:
+        with self.lock:
+            return self._next
+
+    def since(self, mark: int) -> tuple[list[LogLine], bool]:
+        """The lines written from `mark` on, and whether some of them were already dropped."""
+        with self.lock:
+            lines = [line for line in self._lines if line.seq >= mark]
+            first = self._lines[0].seq if self._lines else self._next
+        return lines, first > mark
+
+    # -- logging.Handler
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Every record is let in; `emit` decides. (Powertools' Logger adds a filter to the root's handlers
+        that drops its own records, which its own handler writes: here is where that writing is kept.)"""
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "local" or record.name.startswith("local."):
+            return
+        formatter = _powertools_formatter(record.name)
+        if formatter is None and record.levelno < self.RUNTIME_LEVEL:
+            return
+        function = getattr(self._invocation, "function", None)
+        request_id = getattr(self._invocation, "request_id", None)
+        try:
+            if formatter is not None:
+                text = formatter.format(record)
+            else:
+                record.aws_request_id = request_id or ""
+                text = self._LAMBDA_TEXT.format(record)
+        except Exception:  # noqa: BLE001 - logging never breaks the code that logs
+            self.handleError(record)
+            return
+        self.write(function, request_id, text)
+
+
+class _InvocationScope:
+    def __init__(self, local: threading.local, function: str, request_id: str) -> None:
+        self.local, self.function, self.request_id = local, function, request_id
+
+    def __enter__(self) -> None:
+        self.saved = (getattr(self.local, "function", None), getattr(self.local, "request_id", None))
+        self.local.function, self.local.request_id = self.function, self.request_id
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.local.function, self.local.request_id = self.saved
+
+
+def _powertools_formatter(name: str) -> logging.Formatter | None:
+    """The formatter of the Powertools Logger that owns logger `name` (its own or a parent's), if any."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        handler = getattr(logger, "powertools_handler", None)
+        if handler is not None:
+            return handler.formatter
+        logger = logger.parent if logger.propagate else None
+    return None
 
 
 def _queue_name(arn: str) -> str:
@@ -974,6 +1103,7 @@ class Router:
         self._load_locks = {logical_id: threading.Lock() for logical_id in self.functions}
         self._saved_environment: dict[str, str | None] | None = None
         self._started = False
+        self.logs = FunctionLogs()
 
         self.s3_notifier: S3Notifier | None = None
         self.sqs_pollers: list[SqsPoller] = []
@@ -1060,6 +1190,7 @@ class Router:
                 if self.public_url_variable and environment.get(self.public_url_variable, None) == "":
                     environment[self.public_url_variable] = self.base_url
             self._apply_environment(environment)
+            logging.getLogger().addHandler(self.logs)
             if self.s3_notifier is not None:
                 self.s3_notifier.start()
             for poller in self.sqs_pollers:
@@ -1097,6 +1228,7 @@ class Router:
         still_running = [t.name for t in threads if t.is_alive()]
         if still_running:
             LOG.warning("router stopped; still finishing an invocation: %s", ", ".join(still_running))
+        logging.getLogger().removeHandler(self.logs)
         self._restore_environment()
         self._started = False
 
@@ -1145,9 +1277,12 @@ class Router:
         context = LambdaContext(spec, timeout, self._log_group(spec))
         error: str | None = None
         try:
-            return self._handler(spec)(event, context)
+            with self.logs.invocation(spec.logical_id, context.aws_request_id):
+                return self._handler(spec)(event, context)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            document = lambda_error(exc, context.aws_request_id)
+            self.logs.write(spec.logical_id, context.aws_request_id, lambda_error_log(document))
+            error = f"{document['errorType']}: {document['errorMessage']}"
             LOG.warning("%s (%s from %s) raised %s", spec.logical_id, event_type, source, type(exc).__name__)
             LOG.debug("handler traceback", exc_info=True)
             raise
@@ -1282,12 +1417,7 @@ class Router:
                 "executedVersion": "$LATEST",
                 "functionError": "Unhandled",
             },
-            "responsePayload": {
-                "errorMessage": str(exc),
-                "errorType": type(exc).__name__,
-                "requestId": request_id,
-                "stackTrace": traceback.format_tb(exc.__traceback__),
-            },
+            "responsePayload": lambda_error(exc, request_id),
         }
         queue_url = self.sqs.get_queue_url(QueueName=_queue_name(destination))["QueueUrl"]
         self.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))

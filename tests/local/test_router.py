@@ -94,6 +94,20 @@ HANDLERS = {
         def lambda_handler(event, context):
             EVENTS.append(event)
     """,
+    "logs": """
+        import logging
+
+        from aws_lambda_powertools import Logger
+
+        logger = Logger(service="router-test-logs")
+
+        def lambda_handler(event, context):
+            logger.info("handled", extra={"step": 1})
+            logging.getLogger("somelibrary").info("below the runtime's level")
+            logging.getLogger("somelibrary").warning("a library warns")
+            logging.getLogger("local.somepart").warning("the local stack's own record")
+            raise ValueError("the handler gives up")
+    """,
     "context": """
         import time
 
@@ -242,6 +256,7 @@ def router_template(code_root: Path) -> dict[str, Any]:
                 {"Tick": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}},
             ),
             "ContextFunction": function(code_root, "context", {}, Timeout=3),
+            "LogsFunction": function(code_root, "logs", {}),
         },
     }
 
@@ -649,6 +664,28 @@ def test_unknown_route_is_404_and_handler_error_is_500(router):
     boom = session.get(f"{router.base_url}/boom")
     assert (boom.status_code, boom.json()) == (500, {"message": "Internal Server Error"})
     assert router.invocations_of("WebFunction")[-1].error == "RuntimeError: handler bug"
+
+
+# ---------------------------------------------------------------------------------------------- logs
+def test_a_functions_log_holds_what_lambda_would_write_including_the_runtimes_error_record(router):
+    mark = router.logs.mark()
+
+    with pytest.raises(ValueError):
+        router.invoke("LogsFunction", {})
+
+    [invocation] = router.invocations_of("LogsFunction")
+    lines, dropped = router.logs.since(mark)
+    assert not dropped
+    assert {(line.function, line.request_id) for line in lines} == {("LogsFunction", invocation.request_id)}
+    powertools, library, runtime = (line.text for line in lines)
+    # The Powertools Logger's JSON, as it writes it
+    assert (json.loads(powertools)["message"], json.loads(powertools)["step"]) == ("handled", 1)
+    # Another logger's record from WARNING up, in the runtime's format; INFO and the local stack's own are not
+    assert library.startswith("[WARNING]\t") and library.endswith(f"\t{invocation.request_id}\ta library warns")
+    # The runtime's record of what the handler raised: errorType, errorMessage (str()) and the stack trace
+    assert runtime.startswith("[ERROR] ValueError: the handler gives up\rTraceback (most recent call last):\r")
+    assert 'raise ValueError("the handler gives up")' in runtime
+    assert invocation.error == "ValueError: the handler gives up"
 
 
 # ----------------------------------------------------------------------------------------- schedule

@@ -5,6 +5,10 @@ Error classes drive the at-most-once promise:
 - retryable: Twilio certainly did not take it (429, or the connection was never made). Retry later.
 - ambiguous: Twilio may have taken it (5xx, a read timeout, a dropped connection). Never resent
   blindly; the recipient is marked unknown and reconciled against Twilio's message list.
+
+Twilio's error text quotes numbers ("The 'To' number +1... is not a valid phone number.") and its
+request URLs carry them in the query, so a failure leaves the gateway as a TwilioSendError that holds
+only the kind, Twilio's code, the HTTP status and the exception's type; nothing is chained to it.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class ErrorKind(str, Enum):
 
 class TwilioSendError(Exception):
     def __init__(self, kind: ErrorKind, *, code: int | None, http_status: int | None, reason: str) -> None:
-        super().__init__(f"{kind.value}: {reason}")
+        super().__init__(f"{kind.value}: {reason}" + (f" (HTTP {http_status})" if http_status else ""))
         self.kind = kind
         self.code = code
         self.http_status = http_status
@@ -166,9 +170,11 @@ class TwilioGateway:
         try:
             message = self._client.messages.create(**params)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
-            raise classify(exc) from exc
-        segments = int(message.num_segments) if message.num_segments not in (None, "") else None
-        return AcceptedMessage(sid=message.sid, status=message.status, num_segments=segments)
+            failure = classify(exc)
+        else:
+            segments = int(message.num_segments) if message.num_segments not in (None, "") else None
+            return AcceptedMessage(sid=message.sid, status=message.status, num_segments=segments)
+        raise failure  # outside the except: Python chains nothing of the SDK's exception to it
 
     def messages_to(self, to: str, *, since: datetime) -> list[SentMessage]:
         """Twilio's messages to a number created since a moment, newest first.
@@ -184,19 +190,22 @@ class TwilioGateway:
                     break
                 found.append(_sent_message(message))
         except Exception as exc:  # noqa: BLE001
-            raise classify(exc) from exc
-        return found
+            failure = classify(exc)
+        else:
+            return found
+        raise failure  # outside the except: Python chains nothing of the SDK's exception to it
 
     def fetch(self, sid: str) -> SentMessage | None:
         """One message as Twilio has it now, or None when Twilio has no message with this SID."""
         try:
-            return _sent_message(self._client.messages(sid).fetch())
-        except TwilioRestException as exc:
-            if exc.status == 404:
+            message = self._client.messages(sid).fetch()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
+            if isinstance(exc, TwilioRestException) and exc.status == 404:
                 return None
-            raise classify(exc) from exc
-        except Exception as exc:  # noqa: BLE001
-            raise classify(exc) from exc
+            failure = classify(exc)
+        else:
+            return _sent_message(message)
+        raise failure  # outside the except: nothing of the SDK's exception is chained to it
 
 
 def _sent_message(message) -> SentMessage:
