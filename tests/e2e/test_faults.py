@@ -101,6 +101,15 @@ def dead_letters(stack, queue="SendDeadLetterQueue"):
     return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
+def why_dead(stack, queue="SendDeadLetterQueue"):
+    """What is in the DLQ, and the functions' errors, for a failing assertion's message."""
+    got = boto3.client("sqs").receive_message(QueueUrl=stack.queue_url(queue), MaxNumberOfMessages=10)
+    lines, _ = stack.router.logs.since(0)
+    errors = [(line.function, line.text[:300]) for line in lines if '"level":"ERROR"' in line.text
+              or line.text.startswith("[ERROR]")]
+    return {"dead": [m["Body"] for m in got.get("Messages", [])], "errors": errors[-10:]}
+
+
 def test_a_message_list_lagging_past_the_grace_still_gives_one_sms_per_recipient(stack, store, twilio, campaign_id):
     # Given Twilio creates every message but answers 500, its list shows messages 2.5 s late (more than the
     # 1 s grace), and its status callbacks are slower still
@@ -144,7 +153,7 @@ def test_a_twilio_outage_mid_campaign_ends_with_every_recipient_texted_once_and_
     # Then every recipient was texted exactly once, every one is delivered, and nothing went to a DLQ
     assert {phone: len(creates(stack, phone)) for phone in phones} == dict.fromkeys(phones, 1)
     assert set(final.values()) == {"delivered"}
-    assert dead_letters(stack) == 0
+    assert dead_letters(stack) == 0, why_dead(stack)
 
 
 def test_a_run_whose_completion_step_fails_after_its_batch_loses_no_record_and_sends_nothing_again(
@@ -167,7 +176,7 @@ def test_a_run_whose_completion_step_fails_after_its_batch_loses_no_record_and_s
 
     # Then each was texted once, and no record came back to be handled again or reached the DLQ
     assert {phone: len(creates(stack, phone)) for phone in phones} == dict.fromkeys(phones, 1)
-    assert dead_letters(stack) == 0
+    assert dead_letters(stack) == 0, why_dead(stack)
 
 
 def test_a_run_completes_only_when_every_message_is_final_even_when_its_final_callbacks_are_lost(
