@@ -3,6 +3,7 @@
 import itertools
 import json
 import threading
+import time
 import uuid
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -140,13 +141,17 @@ def test_a_thousand_guesses_from_one_address_find_nothing_and_meet_429s(stack, s
         request["requestContext"]["http"]["sourceIp"] = guesser
         return stack.router.invoke("CodesApiFunction", request)["statusCode"]
 
+    first_minute = int(time.time()) // 60
     answers = [guess(uuid.uuid4().hex[:12].upper()) for _ in range(1000)]
+    minutes = int(time.time()) // 60 - first_minute + 1  # the limit is per fixed one-minute window
 
     # Then no guess succeeds, and once the limit is passed every answer is 429 (even for a real code)
     assert 302 not in answers
     assert answers[:20] == [404] * 20
-    assert set(answers[20:]) == {429}
-    assert guess(real) == 429
+    assert set(answers[20:]) <= {404, 429} and answers.count(404) <= 20 * minutes
+    if minutes == 1:
+        assert set(answers[20:]) == {429}
+        assert guess(real) == 429
     # And the invitee, from another address, is not locked out
     assert requests.get(f"{stack.api_url}/i/{real}", allow_redirects=False, timeout=10).status_code == 302
 
