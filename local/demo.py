@@ -415,7 +415,7 @@ def run_double_opt_in(stack, say: Callable[[str], None], *, first_step: int = 9)
 
 
 REMINDER_TEMPLATE = "A reminder: your survey is still open at {link}"
-FUNNEL_STAGES = ("audience", "excluded", "sent", "delivered", "failed", "clicked", "redeemed", "completed")
+FUNNEL_STAGES = ("audience", "excluded", "sent", "delivered", "failed", "unresolved", "clicked", "redeemed", "completed")
 
 
 def codes_api_key() -> str:

@@ -54,3 +54,22 @@ def sending_campaign(store, local_aws, runner, lifecycle):
         return campaign_id
 
     return make
+
+
+@pytest.fixture(scope="module")
+def twilio():
+    """The Twilio simulator, one per module: its ledger is the witness of what was sent."""
+    from local.twilio_sim import TwilioSimulator
+
+    simulator = TwilioSimulator().start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def settings(local_aws):
+    """The functions' settings, with status callbacks to a closed port on 127.0.0.1: these tests are about
+    the send, not the webhooks."""
+    import dataclasses
+
+    return dataclasses.replace(local_aws, public_webhook_base_url="http://127.0.0.1:9")

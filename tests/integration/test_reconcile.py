@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from local.twilio_sim import TwilioSimulator
 from smsinvite.consent import SuppressionReason
 from smsinvite.lanes import ThrottleLanes
 from smsinvite.reconcile import Reconciler
@@ -31,12 +30,6 @@ class RecordingQueue:
     def send(self, body, *, delay_seconds=0):
         self.sent.append(body)
 
-
-@pytest.fixture(scope="module")
-def twilio():
-    simulator = TwilioSimulator().start()
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture(autouse=True)

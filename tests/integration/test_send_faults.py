@@ -10,7 +10,6 @@ import pytest
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import TransactWriteError
 
-from local.twilio_sim import TwilioSimulator
 from smsinvite.lanes import ThrottleLanes
 from smsinvite.reconcile import Reconciler
 from smsinvite.sending import InvitationSender, SendOutcome, SendRequest
@@ -48,16 +47,6 @@ class FailingOnce(Store):
         setattr(self, operation, once)
 
 
-@pytest.fixture(scope="module")
-def twilio():
-    simulator = TwilioSimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def settings(local_aws):
-    return dataclasses.replace(local_aws, public_webhook_base_url="http://127.0.0.1:9")
 
 
 def sender(store, settings, twilio):

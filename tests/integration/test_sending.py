@@ -8,9 +8,7 @@ import dataclasses
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from local.twilio_sim import TwilioSimulator
 from smsinvite.lanes import ThrottleLanes
 from smsinvite.sending import MAX_INLINE_WAIT, InvitationSender, SendOutcome, SendRequest
 from smsinvite.throttle import CEILING_MARGIN
@@ -31,16 +29,6 @@ class RecordingQueue:
         self.sent.append((body, delay_seconds))
 
 
-@pytest.fixture(scope="module")
-def twilio():
-    simulator = TwilioSimulator().start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def settings(local_aws):
-    return dataclasses.replace(local_aws, public_webhook_base_url="http://127.0.0.1:9")
 
 
 def sender_at(store, settings, twilio, now: datetime, queue=None) -> InvitationSender:

@@ -329,8 +329,10 @@ class InvitationSender:
                 validity_period=plan.validity,
             )
         except TwilioSendError as error:
-            return self._recorded(claimed, lambda: self._record_error(plan, claimed, attempt_id, error))
-        return self._recorded(claimed, lambda: self._record_accepted(claimed, attempt_id, accepted))
+            refused = error
+        else:
+            return self._recorded(claimed, lambda: self._record_accepted(claimed, attempt_id, accepted))
+        return self._recorded(claimed, lambda: self._record_error(plan, claimed, attempt_id, refused))
 
     def _recorded(self, claimed: RecipientRecord, record: Callable[[], SendOutcome]) -> SendOutcome:
         """Record what Twilio did, trying again on a failed write. Twilio has been called, so this record
