@@ -406,3 +406,33 @@ def test_the_webhook_urls_an_operator_registers_make_twilio_retry_a_5xx(template
     assert {"5xx", "ct"} <= set(overrides.get("rp", "ct").split(",")), url
     # And they are the overrides the sender puts on each message's status callback
     assert fragment == CONNECTION_OVERRIDES
+
+
+def _grants(functions: dict, function_id: str) -> set[tuple[str, str]]:
+    """(policy template, the resource it names) for each of a function's policies."""
+    granted = set()
+    for policy in functions[function_id].get("Policies", []):
+        (name, parameters), = policy.items()
+        for value in parameters.values():
+            granted.add((name, target_of(value) or str(value)))
+    return granted
+
+
+# The local stack does not enforce IAM, so a path that needs a permission is checked here: without it the
+# path fails only in AWS.
+@pytest.mark.parametrize("function_id, why", [
+    ("SenderFunction", "a definite refusal at send time (21610, a dead number)"),
+    ("StatusWebhookFunction", "a carrier error in a status callback"),
+    ("SchedulerFunction", "a carrier error found by the reconciler or the fetch of a lost final status"),
+])
+def test_every_function_that_records_a_carrier_error_may_write_the_suppressions_and_the_ledger(functions, function_id, why):
+    granted = _grants(functions, function_id)
+    for table in ("SuppressionsTable", "ConsentTable"):
+        assert ("DynamoDBCrudPolicy", table) in granted, f"{function_id} records {why} but may not write {table}"
+
+
+@pytest.mark.parametrize("function_id", ["SenderFunction", "DispatcherFunction", "SchedulerFunction"])
+def test_every_function_that_may_start_a_runs_settle_checks_may_send_to_the_dispatch_queue(functions, function_id):
+    # (complete_if_done queues them when a run's last messages are on their way)
+    granted = {target for name, target in _grants(functions, function_id) if name == "SQSSendMessagePolicy"}
+    assert "DispatchQueue" in granted, f"{function_id} may start a run's settle checks but not send them"
