@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -796,3 +797,89 @@ def test_an_import_cut_off_at_arbitrary_points_resumes_without_counting_a_row_tw
         ]
     )
     assert_imported_exactly(stack, store, campaign_id, record, audience)
+
+
+# ------------------------------------------------------------------------------------------ what a file may hold
+def lease_of(store, campaign_id: str):
+    """The campaign's import lease, read from the raw table."""
+    return store.t.campaigns.get(campaign_id, consistent_read=True).import_lease
+
+
+def a_second_import_runs(stack, store, campaign_id: str) -> None:
+    record = import_file(stack, store, f"imports/{campaign_id}/next-{uuid.uuid4().hex[:6]}.csv", "phone\n+1 212 555 0199\n")
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 1})
+
+
+def test_a_row_too_large_to_store_is_rejected_alone_and_the_rest_of_the_file_imports(stack, store, campaign_id):
+    # Given a file whose third row is 500 KB (five 100 KB columns: more than a DynamoDB item may hold)
+    new_campaign(stack, campaign_id)
+    big = ",".join(["y" * 100_000] * 5)
+    body = (
+        "phone,a,b,c,d,e\n+1 415 555 2671,1,2,3,4,5\n+1 415 555 2672,1,2,3,4,5\n"
+        f"+1 415 555 2673,{big}\n+1 415 555 2674,1,2,3,4,5\n+1 415 555 2675,1,2,3,4,5\n"
+    )
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/wide.csv", body)
+
+    # Then that row alone is rejected as too large, and the rest is imported (the raw table holds them)
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 4, "row_too_large": 1})
+    assert sorted(recipients_of(store, campaign_id)) == ["+14155552671", "+14155552672", "+14155552674", "+14155552675"]
+    assert report_rows(stack, record.report_key)[1:] == [["3", "", "row_too_large"]]
+    # And the campaign is free for the next import
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["phone," + "h" * (130 * 1024), "phone," + ",".join(f"column {i:06d}" for i in range(10_000))],
+    ids=["one name over 128 KiB", "ten thousand columns"],
+)
+def test_a_header_line_too_large_fails_the_file_plainly_and_frees_the_campaign(stack, store, campaign_id, header):
+    # Given a file whose header line is over 128 KiB
+    new_campaign(stack, campaign_id)
+    body = header + "\n+1 415 555 2671\n"
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/wide-header.csv", body)
+
+    # Then the import failed, saying why, nothing was imported, and the campaign is free
+    assert record.state == "failed"
+    assert record.reason == "header_too_large: the header line is over 65536 bytes" and plain(record.reason)
+    assert recipients_of(store, campaign_id) == {}
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def test_a_32_mb_line_without_a_newline_is_one_rejected_row_after_the_rows_before_it(stack, store, campaign_id):
+    # Given two good rows, then 32 MiB without a newline
+    new_campaign(stack, campaign_id)
+    body = b"phone,name\n+1 415 555 2671,Ana\n+1 415 555 2672,Ben\n" + b"x" * (32 * 1024 * 1024)
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/runaway.csv", body, timeout=60)
+
+    # Then the long line is one row, rejected as too large, and the rows before it are imported
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 2, "row_too_large": 1})
+    assert sorted(recipients_of(store, campaign_id)) == ["+14155552671", "+14155552672"]
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def test_a_flood_of_blank_lines_hands_over_within_the_time_budget(stack, store, campaign_id, tiny_timeout):
+    # Given a row, three million lines that hold no row (separators and spaces), and a last row,
+    # while each invocation of the import function has only 1.5 s
+    new_campaign(stack, campaign_id)
+    body = b"phone,name\r\n+1 415 555 2671,Ana\r\n" + b", \r\n" * 3_000_000 + b"+1 415 555 2672,Ben\r\n"
+    started = time.time()
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/blank.csv", body, timeout=90)
+
+    # Then both rows are imported
+    assert (record.state, int(record.rows_processed), outcomes(record)) == ("completed", 2, {"imported": 2})
+    # And the blank stretch was read in several invocations, each handing over before its time ran out
+    steps = [i for i in stack.router.invocations_of("ImportFunction", "SQS") if i.started_at >= started]
+    assert len(steps) >= 3
+    assert max(step.duration for step in steps) < 1.5 + 0.75, [round(step.duration, 2) for step in steps]
