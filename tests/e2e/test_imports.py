@@ -22,7 +22,7 @@ from pynamodb.exceptions import DoesNotExist
 from local.demo import wait_for
 from local.router import encode_s3_event_key
 from smsinvite.batches import DynamoBatches
-from smsinvite.importing import ImportRunner, S3Upload
+from smsinvite.importing import ImportRunner, RecipientSink, S3Upload
 from smsinvite.queues import Queue
 from smsinvite.store import utcnow
 
@@ -883,3 +883,40 @@ def test_a_flood_of_blank_lines_hands_over_within_the_time_budget(stack, store, 
     steps = [i for i in stack.router.invocations_of("ImportFunction", "SQS") if i.started_at >= started]
     assert len(steps) >= 3
     assert max(step.duration for step in steps) < 1.5 + 0.75, [round(step.duration, 2) for step in steps]
+
+
+def test_an_import_that_fails_on_every_attempt_ends_failed_with_a_reason_and_frees_the_campaign(
+    stack, store, campaign_id, monkeypatch
+):
+    # Given a campaign, and a fault that makes every step of its imports fail (a dependency that keeps refusing)
+    new_campaign(stack, campaign_id)
+    failing = {"on": True}
+    process = RecipientSink.process
+
+    def refuse(sink, rows):
+        if failing["on"] and sink.campaign.campaign_id == campaign_id:
+            raise RuntimeError("a dependency refused")
+        return process(sink, rows)
+
+    monkeypatch.setattr(RecipientSink, "process", refuse)
+    dead_letters = stack.queue_url("ImportQueueDeadLetterQueue")
+    before = dead_letter_count(dead_letters)
+
+    # When a file is dropped, and the import queue delivers its step again and again
+    record = import_file(stack, store, f"imports/{campaign_id}/doomed.csv", "phone\n+1 415 555 2671\n", timeout=60)
+
+    # Then the import ends failed with a plain reason, holds no lease, and its message is not dead-lettered
+    assert record.state == "failed"
+    assert record.reason.startswith("internal_error: ") and "RuntimeError" in record.reason and plain(record.reason)
+    assert lease_of(store, campaign_id) is None
+    assert dead_letter_count(dead_letters) == before
+    # And once the fault is gone, the next import of the campaign runs
+    failing["on"] = False
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def dead_letter_count(queue_url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])

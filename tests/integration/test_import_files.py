@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from smsinvite.batches import DynamoBatches
-from smsinvite.importing import ImportRunner, PanelSink, RecipientSink, Row, S3Upload
+from smsinvite.importing import IMPORT_ATTEMPTS, ImportRunner, PanelSink, RecipientSink, Row, S3Upload
 from smsinvite.object_store import ObjectMissing, object_chunks
 from smsinvite.reports import Rejected, RejectedRowsReport
 
@@ -201,3 +201,87 @@ def test_a_flood_of_blank_lines_reaches_checkpoints_and_hands_over(local_aws, st
     # And the next run finishes it with both rows
     final = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0)
     assert (final.state, final.rows, final.outcomes) == ("completed", 2, {"imported": 2})
+
+
+class Refusing:
+    """Makes every sink call fail, as a dependency that keeps refusing does."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.on = True
+        original = RecipientSink.process
+
+        def process(sink, rows):
+            if self.on:
+                raise RuntimeError("a dependency refused")
+            return original(sink, rows)
+
+        monkeypatch.setattr(RecipientSink, "process", process)
+
+
+def test_the_last_attempt_of_an_import_that_keeps_failing_ends_it_failed_and_frees_the_campaign(
+    local_aws, store, campaign_id, monkeypatch
+):
+    # Given an uploaded file, and a fault that makes every step fail
+    upload = put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0101\n")
+    refusing = Refusing(monkeypatch)
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: None)
+    record, _ = runner.register_upload(upload)
+    attempts = IMPORT_ATTEMPTS
+
+    # When the queue delivers the step, and every delivery but the last fails
+    for attempt in range(1, attempts):
+        with pytest.raises(RuntimeError):
+            runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=attempt)
+        assert raw_import(store, record.import_id).state == "running"
+    last = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=attempts)
+
+    # Then the last one ends the import failed with a plain reason, and releases the campaign (raw tables)
+    stored = raw_import(store, record.import_id)
+    assert (last.state, stored.state) == ("failed", "failed")
+    assert stored.reason == (
+        f"internal_error: the import stopped on an unexpected error (RuntimeError) {attempts} times in a row; "
+        "0 rows were read"
+    )
+    assert raw_lease(store, campaign_id) is None
+    # And the campaign's next import runs
+    refusing.on = False
+    second, _ = runner.register_upload(put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0102\n", "next.csv"))
+    assert runner.run(second.import_id, time_left=lambda: 100.0, margin=10.0, attempt=1).state == "completed"
+
+
+def test_a_delivery_after_the_last_attempt_ends_an_import_whose_runs_never_finished(local_aws, store, campaign_id):
+    # Given an import that took the campaign's lease and was then cut off (its invocations timed out or ran
+    # out of memory, so no code of it could say so)
+    upload = put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0101\n+1 212 555 0102\n")
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: None)
+    record, _ = runner.register_upload(upload)
+    assert runner._take_lease(record) and raw_lease(store, campaign_id) == record.import_id
+
+    # When the queue delivers it once more than the attempts it allows
+    summary = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=IMPORT_ATTEMPTS + 1)
+
+    # Then that delivery ends it failed, saying so, without running it again, and frees the campaign
+    stored = raw_import(store, record.import_id)
+    assert (summary.state, stored.state, int(stored.rows_processed)) == ("failed", "failed", 0)
+    assert stored.reason == (
+        f"internal_error: the import stopped {IMPORT_ATTEMPTS} times in a row without finishing "
+        "(timed out, or out of memory); 0 rows were read"
+    )
+    assert raw_lease(store, campaign_id) is None
+    assert stored_phones(store, campaign_id) == []
+
+
+def test_a_run_outside_the_queue_that_fails_hands_the_import_to_the_queue(local_aws, store, campaign_id, monkeypatch):
+    # Given a list added by a command, and a fault that makes its first step fail
+    Refusing(monkeypatch)
+    handed_over: list[tuple[str, int]] = []
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: handed_over.append((import_id, delay)))
+    record, _ = runner.register_list(campaign_id, [{"phone": "+1 212 555 0101"}], "by-hand")
+
+    # When the command runs it (no queue delivery behind it) and the step fails
+    with pytest.raises(RuntimeError):
+        runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0)
+
+    # Then the import is handed to the import queue, whose attempts will finish it one way or the other
+    assert handed_over == [(record.import_id, 0)]
+    assert raw_import(store, record.import_id).state == "running"

@@ -5,8 +5,8 @@ command, or a panel's members). It runs in chunks: each chunk is checked and wri
 then a checkpoint saves the position, the counts and the chunk's rejected rows in one conditional
 transaction. A cut-off invocation is resumed from its last checkpoint by a fresh one; rows written
 after that checkpoint are recognised as this import's own (same import id and row), so the counts
-come out exact whatever the cut. A row too large to store is rejected alone, and chunks and
-checkpoints count the file's bytes as well as its rows.
+come out exact whatever the cut. A row too large to store is rejected alone, and an import ends
+`completed` or `failed` whatever its file holds and whatever stops its runs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ CHUNK_ROWS = 100
 CHUNK_BYTES = 256 * 1024
 # The reader reports a stretch of blank lines this long, so that it counts towards a chunk.
 GAP_BYTES = 64 * 1024
+# Deliveries of one step of an import from the import queue (ApproximateReceiveCount): one less than
+# ImportQueue's maxReceiveCount in template.yaml, so that the delivery after the last attempt, rather
+# than the dead-letter queue, ends an import whose runs all died.
+IMPORT_ATTEMPTS = 4
 ROW_TOO_LARGE = "row_too_large"
 # Lists entered by hand are kept here as CSVs; the prefix triggers nothing.
 MANUAL_PREFIX = "commands/recipients/"
@@ -603,10 +607,43 @@ class ImportRunner:
         return True
 
     # --------------------------------------------------------------- running
-    def run(self, import_id: str, *, time_left: Callable[[], float], margin: float) -> ImportSummary:
+    def run(
+        self, import_id: str, *, time_left: Callable[[], float], margin: float, attempt: int = 0
+    ) -> ImportSummary:
+        """Run the import from its last checkpoint until it is done or the invocation's time runs low.
+
+        `attempt` counts the import queue's deliveries of this step (ApproximateReceiveCount); 0 when a
+        command or a prepare runs it. However its runs fail, the import ends: an unexpected error is
+        retried by the queue (a run outside the queue hands the import to it), the error of the last
+        attempt ends it `failed`, and a delivery after the last attempt (each run before it died, as a
+        timed-out or out-of-memory invocation does) ends it `failed` without running it again.
+        """
         record = self.store.t.imports.get(import_id, consistent_read=True)
         if ImportState(record.state).is_final:
             return ImportSummary.of(record)
+        if attempt > IMPORT_ATTEMPTS:
+            self._finish(record, ImportState.FAILED, reason=(
+                f"internal_error: the import stopped {IMPORT_ATTEMPTS} times in a row without finishing "
+                f"(timed out, or out of memory); {int(record.rows_processed)} rows were read"
+            ))
+            return ImportSummary.of(record)
+        try:
+            return self._run(record, time_left, margin)
+        except Exception as error:
+            kind = _kind_of(error)
+            logger.warning("import step failed", extra={"import_id": import_id, "attempt": attempt, "error": kind})
+            if attempt >= IMPORT_ATTEMPTS:
+                self._finish(record, ImportState.FAILED, reason=(
+                    f"internal_error: the import stopped on an unexpected error ({kind}) {attempt} times in a row; "
+                    f"{int(record.rows_processed)} rows were read"
+                ))
+                return ImportSummary.of(record)
+            if attempt == 0:
+                self.continue_later(import_id, 0)  # the queue's attempts take it from here
+            raise
+
+    def _run(self, record: ImportRecord, time_left: Callable[[], float], margin: float) -> ImportSummary:
+        import_id = record.import_id
         try:
             sink = self._sink(record)
         except CsvFileError as error:
@@ -757,7 +794,14 @@ class ImportRunner:
         for attribute, value in ((imports.reason, reason), (imports.warning, warning), (imports.report_key, report_key)):
             if value:
                 actions.append(attribute.set(value))
-        record.update(actions=actions)
+        try:
+            # Once final, it stays as it ended: a racing run of the same import may have finished it first.
+            record.update(actions=actions, condition=imports.state == ImportState.RUNNING.value)
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+            record.refresh(consistent_read=True)
+            return
         logger.info("import finished", extra={"import_id": record.import_id, "state": state.value, "reason": reason})
 
     def _report(self, record: ImportRecord) -> RejectedRowsReport:
@@ -829,6 +873,15 @@ def _list_as_csv(entries: list[dict]) -> bytes:
 
 def _lease_until() -> int:
     return int(time.time()) + LEASE_SECONDS
+
+
+def _kind_of(error: Exception) -> str:
+    """What went wrong, safe to keep and show: the exception's type and AWS's error code, never its text."""
+    response = getattr(error, "response", None)
+    code = getattr(error, "cause_response_code", None) or (
+        response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    )
+    return f"{type(error).__name__} {code}" if code else type(error).__name__
 
 
 class _Progress:
