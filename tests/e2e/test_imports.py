@@ -885,6 +885,27 @@ def test_a_flood_of_blank_lines_hands_over_within_the_time_budget(stack, store, 
     assert max(step.duration for step in steps) < 1.5 + 0.75, [round(step.duration, 2) for step in steps]
 
 
+def test_add_recipients_with_a_500_kb_value_is_refused_before_anything_is_written(stack, store, campaign_id):
+    # Given a campaign
+    new_campaign(stack, campaign_id)
+
+    # When a list is added whose second entry carries a 500 KB attribute
+    answer = stack.command(
+        {"command": "add_recipients", "campaign_id": campaign_id,
+         "recipients": [{"phone": "+1 415 555 2671"}, {"phone": "+1 415 555 2672", "notes": "n" * 500_000}]}
+    )
+
+    # Then it is refused, naming the entry and the limit
+    assert answer["ok"] is False and answer["error"]["code"] == "invalid_input", answer
+    details = " ".join(answer["error"]["details"])
+    assert "entry 1" in details and "65536" in details
+    # And nothing was written: no import record, no list in the bucket, no recipient
+    assert list(store.t.imports.scan(store.t.imports.campaign_id == campaign_id, consistent_read=True)) == []
+    listed = boto3.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=f"commands/recipients/{campaign_id}/")
+    assert listed.get("KeyCount", 0) == 0
+    assert recipients_of(store, campaign_id) == {}
+
+
 def test_an_import_that_fails_on_every_attempt_ends_failed_with_a_reason_and_frees_the_campaign(
     stack, store, campaign_id, monkeypatch
 ):

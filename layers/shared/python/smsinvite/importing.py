@@ -35,7 +35,7 @@ from smsinvite.phones import InvalidPhone, LineType, Phone, normalise
 from smsinvite.queues import Queue
 from smsinvite.reports import Rejected, RejectedRowsReport
 from smsinvite.settings import Settings
-from smsinvite.sizes import MAX_ROW_BYTES, attributes_size
+from smsinvite.sizes import MAX_ROW_BYTES, attributes_size, oversized
 from smsinvite.consent import ConsentEvent, ConsentSource, SuppressionReason
 from smsinvite.status import Status
 from smsinvite.store import Store, _is_condition_failure, count_shard, recipient_id_for, utcnow
@@ -848,7 +848,11 @@ _COUNTRY_KEYS = frozenset(field_name(h) for h in COUNTRY_HEADERS)
 
 
 def _list_as_csv(entries: list[dict]) -> bytes:
-    """phone, country, then every attribute any entry has, in first-seen order.
+    return csv_bytes(_list_rows(entries))
+
+
+def _list_rows(entries: list[dict]) -> list[list[str]]:
+    """phone, country, then every attribute any entry has, in first-seen order: the header, then a row each.
 
     Keys are matched by the name a CSV header would get (`field_name`), as the command's validator
     matches "phone" in any case: "Phone" is the phone, "Country" (or "region", "land"...) the
@@ -868,7 +872,27 @@ def _list_as_csv(entries: list[dict]) -> bytes:
                 row[name] = text
         rows.append(row)
     columns = list(names)
-    return csv_bytes([columns] + [[row.get(c, "") for c in columns] for row in rows])
+    return [columns] + [[row.get(c, "") for c in columns] for row in rows]
+
+
+def list_problems(entries: list[dict]) -> list[str]:
+    """What in a list entered by hand the import would refuse as too large, found before anything is
+    written: an entry over the limit, or a list whose attribute names (a column each, in every row)
+    make the header or a row over it."""
+    problems = oversized(entries)
+    header, *rows = _list_rows(entries)
+    names = len(csv_bytes([header]))
+    if names > MAX_ROW_BYTES:
+        problems.append(f"the entries' attribute names take {names} bytes together; they may take up to {MAX_ROW_BYTES}")
+        return problems
+    for index, row in enumerate(rows):
+        size = len(csv_bytes([row]))
+        if size > MAX_ROW_BYTES and attributes_size(entries[index]) <= MAX_ROW_BYTES:
+            problems.append(
+                f"entry {index} takes {size} bytes as a row of the list (a column for each attribute of the list); "
+                f"a row may take up to {MAX_ROW_BYTES}"
+            )
+    return problems
 
 
 def _lease_until() -> int:
