@@ -218,12 +218,14 @@ def chunks_of(items: Iterator[Row | Gap]) -> Iterator[list[Row | Gap]]:
 
 def process_chunk(sink, chunk: list[Row | Gap]) -> ChunkResult:
     """A chunk's rows through the sink, but for those too large to store: each of those is rejected alone."""
-    rows = [item for item in chunk if isinstance(item, Row)]
-    fit = [row for row in rows if row.fits()]
+    fit: list[Row] = []
+    too_large: list[Row] = []
+    for item in chunk:
+        if isinstance(item, Row):
+            (fit if item.fits() else too_large).append(item)
     result = sink.process(fit) if fit else ChunkResult()
-    for row in rows:
-        if not row.fits():
-            result.reject(row, ROW_TOO_LARGE)
+    for row in too_large:
+        result.reject(row, ROW_TOO_LARGE)
     return result
 
 
