@@ -158,13 +158,12 @@ class _TextLines:
                 yield self._finish(line, line_bytes)
                 line, line_bytes = [], 0
             while at < size:
-                if self._at_record_start and not line:
+                if self._at_record_start and not line and text[at] in "\r\n":
                     blank = _BLANK_LINES.match(text, at)
-                    if blank:
-                        self.offset += self._bytes(blank[0])
-                        at = blank.end()
-                        yield "\n"
-                        continue
+                    self.offset += self._bytes(blank[0])
+                    at = blank.end()
+                    yield "\n"
+                    continue
                 end = _LINE_END.search(text, at)
                 if end is None:
                     line_bytes += self._keep(line, text[at:], line_bytes)
@@ -332,10 +331,11 @@ def read_rows(
     number = start_row
     width = len(layout.names)
     since = text.offset  # where the last row or gap ended
+    end_record = text.end_record
     try:
         for values in csv.reader(lines, delimiter=layout.delimiter):
             too_large = text.too_large
-            text.end_record()
+            end_record()
             if not "".join(values).strip():  # a blank line, or separators and spaces: no row
                 if gap_bytes and text.offset - since >= gap_bytes:
                     since = text.offset
