@@ -353,8 +353,9 @@ class DynamoDBRequestCounter:
 def run_sink_offline(chunks, *, keep_items: bool, campaign_id: str = "bench-offline"):
     """A recipient import's own code from CSV bytes to DynamoBatches, with only AWS replaced.
 
-    `csv_rows_from_s3` reads `chunks` (instead of S3), the runner's `batched` cuts CHUNK_ROWS rows at a time,
-    `RecipientSink.process` handles each chunk through the real `DynamoBatches` over an `InMemoryDynamoDB`,
+    `csv_rows_from_s3` reads `chunks` (instead of S3), the runner's `chunks_of` cuts CHUNK_ROWS rows (or
+    CHUNK_BYTES of the file) at a time, `process_chunk` hands each chunk's rows that fit to
+    `RecipientSink.process` through the real `DynamoBatches` over an `InMemoryDynamoDB`,
     and `_Progress` is reset at every checkpoint (where the runner would save it; here it is added to the
     totals and dropped). Returns (seconds, rows, outcomes, DynamoBatches.requests).
     """
@@ -379,12 +380,22 @@ def run_sink_offline(chunks, *, keep_items: bool, campaign_id: str = "bench-offl
     sink = importing.RecipientSink(store, batches, campaign, record.import_id)
     outcomes: Counter = Counter()
     rows = 0
-    with mock.patch.object(importing, "object_chunks", lambda *args, **kwargs: iter(chunks)):
+    class FixedSecrets:  # the key of the hash that stands for a number (Secrets Manager in AWS)
+        def get(self, name, max_age=None):
+            return "bench-phone-hash-key"
+
+    with (
+        mock.patch.object(importing, "object_chunks", lambda *args, **kwargs: iter(chunks)),
+        mock.patch("smsinvite.store.secrets_provider", FixedSecrets),
+    ):
         started = time.perf_counter()
         progress = importing._Progress(record)
-        for chunk in importing.batched(importing.csv_rows_from_s3(record), importing.CHUNK_ROWS):
-            progress.add(sink.process(chunk), chunk[-1])
-            if progress.rows_since_checkpoint >= settings.import_checkpoint_rows:
+        for chunk in importing.chunks_of(importing.csv_rows_from_s3(record)):
+            progress.add(importing.process_chunk(sink, chunk), chunk)
+            if (
+                progress.rows_since_checkpoint >= settings.import_checkpoint_rows
+                or progress.bytes_since_checkpoint >= settings.import_checkpoint_bytes
+            ):
                 rows += progress.rows_since_checkpoint
                 outcomes += progress.outcomes
                 progress.reset()

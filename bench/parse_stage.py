@@ -4,7 +4,7 @@
 
 The stage is the real code path of a recipient import up to DynamoDB:
 `csv_rows_from_s3` (read_rows over 256 KiB chunks, the Row objects the runner sees), cut into chunks of
-`CHUNK_ROWS` by the runner's `batched`, each chunk through `RecipientSink.process` (normalise with the row's
+`CHUNK_ROWS` by the runner's `chunks_of`, each chunk through `RecipientSink.process` (normalise with the row's
 country or the campaign's region, landline check, dedupe by E.164 within the chunk, then the batched reads
 that find earlier rows and the batched writes), with `_Progress` reset at every checkpoint. Only the
 DynamoDB client under `DynamoBatches` is replaced, by an in-memory one that keeps what is written, so
@@ -56,7 +56,7 @@ def pure_part(chunks: list[bytes]) -> tuple[float, int]:
     csv_rows = (
         importing.Row(r.number, r.phone, r.country, r.fields, str(r.end_offset)) for r in read_rows(iter(chunks))
     )
-    for chunk in importing.batched(csv_rows, importing.CHUNK_ROWS):
+    for chunk in importing.chunks_of(csv_rows):
         rows += len(chunk)
         candidates = importing.screen_phones(
             chunk,
@@ -96,11 +96,24 @@ def bare(inputs: list[tuple[str, str]]) -> float:
     return time.perf_counter() - started
 
 
+def long_line(megabytes: int) -> float:
+    """Seconds read_rows takes over a header and one line of `megabytes` MiB without a newline (the best of 3)."""
+    chunks = chunked(b"phone\n" + b"x" * (megabytes * 1024 * 1024), CHUNK_BYTES)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _row in read_rows(iter(chunks)):
+            pass
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20240301)
+    parser.add_argument("--long-line-mb", type=int, default=8, help="also time a line without a newline of N and 4N MiB")
     args = parser.parse_args(argv)
 
     data = csv_bytes(args.rows, args.seed)
@@ -139,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{median(normalise_rates):,.0f} rows/s; bare parse+format {median(bare_rates):,.0f} rows/s")
     print(f"  per-run ratios: {', '.join(f'{r:.2f}' for r in ratios)}")
     print("  outcomes: " + ", ".join(f"{name} {n:,}" for name, n in sorted(outcomes.items(), key=lambda kv: -kv[1])))
+    if args.long_line_mb:
+        short, long = long_line(args.long_line_mb), long_line(4 * args.long_line_mb)
+        print(f"  a line without a newline (one row too large): {args.long_line_mb} MiB in {short:.3f} s, "
+              f"{4 * args.long_line_mb} MiB in {long:.3f} s -> x{long / short:.1f} for 4x the bytes (linear: x4)")
     return 0
 
 

@@ -37,7 +37,11 @@ def on_upload(record: dict, settings: Settings) -> dict:
 def on_continuation(record: SQSRecord, lambda_context) -> None:
     settings = Settings.from_env()
     time_left, margin = time_budget(lambda_context)
-    summary = runner(settings).run(json.loads(record.body)["import_id"], time_left=time_left, margin=margin)
+    # Which delivery of this step it is: the runner ends the import rather than let it reach the DLQ.
+    attempt = int(record.attributes.approximate_receive_count)
+    summary = runner(settings).run(
+        json.loads(record.body)["import_id"], time_left=time_left, margin=margin, attempt=attempt
+    )
     logger.info("import step", extra=summary.as_dict())
     if summary.state != "running":
         metrics.add_metric(name="RowsImported", unit=MetricUnit.Count, value=summary.outcomes.get("imported", 0))

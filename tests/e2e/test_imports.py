@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pynamodb.exceptions import DoesNotExist
 from local.demo import wait_for
 from local.router import encode_s3_event_key
 from smsinvite.batches import DynamoBatches
-from smsinvite.importing import ImportRunner, S3Upload
+from smsinvite.importing import ImportRunner, RecipientSink, S3Upload
 from smsinvite.queues import Queue
 from smsinvite.store import utcnow
 
@@ -796,3 +797,147 @@ def test_an_import_cut_off_at_arbitrary_points_resumes_without_counting_a_row_tw
         ]
     )
     assert_imported_exactly(stack, store, campaign_id, record, audience)
+
+
+# ------------------------------------------------------------------------------------------ what a file may hold
+def lease_of(store, campaign_id: str):
+    """The campaign's import lease, read from the raw table."""
+    return store.t.campaigns.get(campaign_id, consistent_read=True).import_lease
+
+
+def a_second_import_runs(stack, store, campaign_id: str) -> None:
+    record = import_file(stack, store, f"imports/{campaign_id}/next-{uuid.uuid4().hex[:6]}.csv", "phone\n+1 212 555 0199\n")
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 1})
+
+
+def test_a_row_too_large_to_store_is_rejected_alone_and_the_rest_of_the_file_imports(stack, store, campaign_id):
+    # Given a file whose third row is 500 KB (five 100 KB columns: more than a DynamoDB item may hold)
+    new_campaign(stack, campaign_id)
+    big = ",".join(["y" * 100_000] * 5)
+    body = (
+        "phone,a,b,c,d,e\n+1 415 555 2671,1,2,3,4,5\n+1 415 555 2672,1,2,3,4,5\n"
+        f"+1 415 555 2673,{big}\n+1 415 555 2674,1,2,3,4,5\n+1 415 555 2675,1,2,3,4,5\n"
+    )
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/wide.csv", body)
+
+    # Then that row alone is rejected as too large, and the rest is imported (the raw table holds them)
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 4, "row_too_large": 1})
+    assert sorted(recipients_of(store, campaign_id)) == ["+14155552671", "+14155552672", "+14155552674", "+14155552675"]
+    assert report_rows(stack, record.report_key)[1:] == [["3", "", "row_too_large"]]
+    # And the campaign is free for the next import
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["phone," + "h" * (130 * 1024), "phone," + ",".join(f"column {i:06d}" for i in range(10_000))],
+    ids=["one name over 128 KiB", "ten thousand columns"],
+)
+def test_a_header_line_too_large_fails_the_file_plainly_and_frees_the_campaign(stack, store, campaign_id, header):
+    # Given a file whose header line is over 128 KiB
+    new_campaign(stack, campaign_id)
+    body = header + "\n+1 415 555 2671\n"
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/wide-header.csv", body)
+
+    # Then the import failed, saying why, nothing was imported, and the campaign is free
+    assert record.state == "failed"
+    assert record.reason == "header_too_large: the header line is over 65536 bytes" and plain(record.reason)
+    assert recipients_of(store, campaign_id) == {}
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def test_a_32_mb_line_without_a_newline_is_one_rejected_row_after_the_rows_before_it(stack, store, campaign_id):
+    # Given two good rows, then 32 MiB without a newline
+    new_campaign(stack, campaign_id)
+    body = b"phone,name\n+1 415 555 2671,Ana\n+1 415 555 2672,Ben\n" + b"x" * (32 * 1024 * 1024)
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/runaway.csv", body, timeout=60)
+
+    # Then the long line is one row, rejected as too large, and the rows before it are imported
+    assert (record.state, outcomes(record)) == ("completed", {"imported": 2, "row_too_large": 1})
+    assert sorted(recipients_of(store, campaign_id)) == ["+14155552671", "+14155552672"]
+    assert lease_of(store, campaign_id) is None
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def test_a_flood_of_blank_lines_hands_over_within_the_time_budget(stack, store, campaign_id, tiny_timeout):
+    # Given a row, three million lines that hold no row (separators and spaces), and a last row,
+    # while each invocation of the import function has only 1.5 s
+    new_campaign(stack, campaign_id)
+    body = b"phone,name\r\n+1 415 555 2671,Ana\r\n" + b", \r\n" * 3_000_000 + b"+1 415 555 2672,Ben\r\n"
+    started = time.time()
+
+    # When it is dropped into the bucket
+    record = import_file(stack, store, f"imports/{campaign_id}/blank.csv", body, timeout=90)
+
+    # Then both rows are imported
+    assert (record.state, int(record.rows_processed), outcomes(record)) == ("completed", 2, {"imported": 2})
+    # And the blank stretch was read in several invocations, each handing over before its time ran out
+    steps = [i for i in stack.router.invocations_of("ImportFunction", "SQS") if i.started_at >= started]
+    assert len(steps) >= 3
+    assert max(step.duration for step in steps) < 1.5 + 0.75, [round(step.duration, 2) for step in steps]
+
+
+def test_add_recipients_with_a_500_kb_value_is_refused_before_anything_is_written(stack, store, campaign_id):
+    # Given a campaign
+    new_campaign(stack, campaign_id)
+
+    # When a list is added whose second entry carries a 500 KB attribute
+    answer = stack.command(
+        {"command": "add_recipients", "campaign_id": campaign_id,
+         "recipients": [{"phone": "+1 415 555 2671"}, {"phone": "+1 415 555 2672", "notes": "n" * 500_000}]}
+    )
+
+    # Then it is refused, naming the entry and the limit
+    assert answer["ok"] is False and answer["error"]["code"] == "invalid_input", answer
+    details = " ".join(answer["error"]["details"])
+    assert "entry 1" in details and "65536" in details
+    # And nothing was written: no import record, no list in the bucket, no recipient
+    assert list(store.t.imports.scan(store.t.imports.campaign_id == campaign_id, consistent_read=True)) == []
+    listed = boto3.client("s3").list_objects_v2(Bucket=stack.bucket, Prefix=f"commands/recipients/{campaign_id}/")
+    assert listed.get("KeyCount", 0) == 0
+    assert recipients_of(store, campaign_id) == {}
+
+
+def test_an_import_that_fails_on_every_attempt_ends_failed_with_a_reason_and_frees_the_campaign(
+    stack, store, campaign_id, monkeypatch
+):
+    # Given a campaign, and a fault that makes every step of its imports fail (a dependency that keeps refusing)
+    new_campaign(stack, campaign_id)
+    failing = {"on": True}
+    process = RecipientSink.process
+
+    def refuse(sink, rows):
+        if failing["on"] and sink.campaign.campaign_id == campaign_id:
+            raise RuntimeError("a dependency refused")
+        return process(sink, rows)
+
+    monkeypatch.setattr(RecipientSink, "process", refuse)
+    dead_letters = stack.queue_url("ImportQueueDeadLetterQueue")
+    before = dead_letter_count(dead_letters)
+
+    # When a file is dropped, and the import queue delivers its step again and again
+    record = import_file(stack, store, f"imports/{campaign_id}/doomed.csv", "phone\n+1 415 555 2671\n", timeout=60)
+
+    # Then the import ends failed with a plain reason, holds no lease, and its message is not dead-lettered
+    assert record.state == "failed"
+    assert record.reason.startswith("internal_error: ") and "RuntimeError" in record.reason and plain(record.reason)
+    assert lease_of(store, campaign_id) is None
+    assert dead_letter_count(dead_letters) == before
+    # And once the fault is gone, the next import of the campaign runs
+    failing["on"] = False
+    a_second_import_runs(stack, store, campaign_id)
+
+
+def dead_letter_count(queue_url: str) -> int:
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])

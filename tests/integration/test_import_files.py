@@ -16,7 +16,8 @@ import uuid
 import boto3
 import pytest
 
-from smsinvite.importing import ImportRunner, S3Upload
+from smsinvite.batches import DynamoBatches
+from smsinvite.importing import IMPORT_ATTEMPTS, ImportRunner, PanelSink, RecipientSink, Row, S3Upload
 from smsinvite.object_store import ObjectMissing, object_chunks
 from smsinvite.reports import Rejected, RejectedRowsReport
 
@@ -122,3 +123,165 @@ def test_two_runs_of_one_import_racing_from_the_same_checkpoint_report_each_reje
     assert (final.state, final.rows, final.outcomes) == ("completed", 1000, {"imported": 750, "invalid:not_a_number": 250})
     rows = report_rows(settings.imports_bucket, final.report_key)[1:]
     assert [int(r[0]) for r in rows] == [n for n in range(1, 1001) if n % 4 == 0]
+
+
+# ------------------------------------------------------------------------------------------ what a file may hold
+def put_upload(settings, campaign_id: str, body: bytes, name: str = "list.csv") -> S3Upload:
+    key = f"imports/{campaign_id}/{name}"
+    put = boto3.client("s3").put_object(Bucket=settings.imports_bucket, Key=key, Body=body)
+    return S3Upload(settings.imports_bucket, key, put.get("VersionId"), put["ETag"].strip('"'), len(body))
+
+
+def raw_import(store, import_id: str):
+    return store.t.imports.get(import_id, consistent_read=True)
+
+
+def raw_lease(store, campaign_id: str):
+    return store.t.campaigns.get(campaign_id, consistent_read=True).import_lease
+
+
+def stored_phones(store, campaign_id: str) -> list[str]:
+    return sorted(r.phone for r in store.t.recipients.query(campaign_id, consistent_read=True))
+
+
+@pytest.mark.parametrize("kind", ["recipients", "panel"])
+def test_an_item_dynamodb_refuses_as_too_large_fails_only_its_row(local_aws, store, campaign_id, kind):
+    # Given a chunk of rows whose second row holds 450 KB of attributes: more than a DynamoDB item may hold
+    # (handed to the sink directly, past the importer's own size check, as if that check had missed it)
+    big = {f"notes{i}": "z" * 90_000 for i in range(5)}
+    rows = [
+        Row(1, "+1 212 555 0101", None, {"name": "a"}, "1"),
+        Row(2, "+1 212 555 0102", None, big, "2"),
+        Row(3, "+1 212 555 0103", None, {"name": "c"}, "3"),
+    ]
+    batches = DynamoBatches()
+    if kind == "recipients":
+        sink = RecipientSink(store, batches, store.campaign(campaign_id), "imp_refused")
+    else:
+        sink = PanelSink(store, batches, f"panel-{campaign_id}", "imp_refused", "US")
+
+    # When the sink writes them
+    result = sink.process(rows)
+
+    # Then DynamoDB's refusal failed that row alone, as too large; the others are stored
+    assert dict(result.outcomes) == {"imported": 2, "row_too_large": 1}
+    assert [(r.row_number, r.reason) for r in result.rejected] == [(2, "row_too_large")]
+    if kind == "recipients":
+        assert stored_phones(store, campaign_id) == ["+12125550101", "+12125550103"]
+        assert sum(result.status_deltas.values()) == 2
+    else:
+        members = store.t.panels.query(f"panel-{campaign_id}", consistent_read=True)
+        assert sorted(m.phone for m in members) == ["+12125550101", "+12125550103"]
+
+
+def test_a_flood_of_blank_lines_reaches_checkpoints_and_hands_over(local_aws, store, campaign_id):
+    # Given a row, 6 MB of blank lines and another row, and checkpoints every 1 MiB of the file
+    settings = dataclasses.replace(local_aws, import_checkpoint_bytes=1024 * 1024)
+    body = b"phone\n+1 212 555 0101\n" + b"\n" * (6 * 1024 * 1024) + b"+1 212 555 0102\n"
+    upload = put_upload(settings, campaign_id, body, "blank.csv")
+    handed_over: list[str] = []
+    runner = ImportRunner(store, settings, continue_later=lambda import_id, delay: handed_over.append(import_id))
+    record, _ = runner.register_upload(upload)
+
+    # When a run reads on while its time lasts, noting the saved position (raw table) each time it looks at the clock
+    saved: list[int] = []
+
+    def time_left() -> float:
+        saved.append(int(raw_import(store, record.import_id).position or 0))
+        return 100.0 if len(saved) < 12 else 1.0  # about 3 MiB into the file
+
+    summary = runner.run(record.import_id, time_left=time_left, margin=10.0)
+
+    # Then checkpoints were saved inside the blank stretch, and the run handed over before its time ran out
+    assert summary.state == "running" and handed_over == [record.import_id]
+    inside = [p for p in saved if 1024 * 1024 <= p < len(body) - 20]
+    assert inside, saved
+    stopped_at = raw_import(store, record.import_id)
+    assert int(stopped_at.rows_processed) == 1 and int(stopped_at.position) > 1024 * 1024
+    # And the next run finishes it with both rows
+    final = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0)
+    assert (final.state, final.rows, final.outcomes) == ("completed", 2, {"imported": 2})
+
+
+class Refusing:
+    """Makes every sink call fail, as a dependency that keeps refusing does."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.on = True
+        original = RecipientSink.process
+
+        def process(sink, rows):
+            if self.on:
+                raise RuntimeError("a dependency refused")
+            return original(sink, rows)
+
+        monkeypatch.setattr(RecipientSink, "process", process)
+
+
+def test_the_last_attempt_of_an_import_that_keeps_failing_ends_it_failed_and_frees_the_campaign(
+    local_aws, store, campaign_id, monkeypatch
+):
+    # Given an uploaded file, and a fault that makes every step fail
+    upload = put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0101\n")
+    refusing = Refusing(monkeypatch)
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: None)
+    record, _ = runner.register_upload(upload)
+    attempts = IMPORT_ATTEMPTS
+
+    # When the queue delivers the step, and every delivery but the last fails
+    for attempt in range(1, attempts):
+        with pytest.raises(RuntimeError):
+            runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=attempt)
+        assert raw_import(store, record.import_id).state == "running"
+    last = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=attempts)
+
+    # Then the last one ends the import failed with a plain reason, and releases the campaign (raw tables)
+    stored = raw_import(store, record.import_id)
+    assert (last.state, stored.state) == ("failed", "failed")
+    assert stored.reason == (
+        f"internal_error: the import stopped on an unexpected error (RuntimeError) {attempts} times in a row; "
+        "0 rows were read"
+    )
+    assert raw_lease(store, campaign_id) is None
+    # And the campaign's next import runs
+    refusing.on = False
+    second, _ = runner.register_upload(put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0102\n", "next.csv"))
+    assert runner.run(second.import_id, time_left=lambda: 100.0, margin=10.0, attempt=1).state == "completed"
+
+
+def test_a_delivery_after_the_last_attempt_ends_an_import_whose_runs_never_finished(local_aws, store, campaign_id):
+    # Given an import that took the campaign's lease and was then cut off (its invocations timed out or ran
+    # out of memory, so no code of it could say so)
+    upload = put_upload(local_aws, campaign_id, b"phone\n+1 212 555 0101\n+1 212 555 0102\n")
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: None)
+    record, _ = runner.register_upload(upload)
+    assert runner._take_lease(record) and raw_lease(store, campaign_id) == record.import_id
+
+    # When the queue delivers it once more than the attempts it allows
+    summary = runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0, attempt=IMPORT_ATTEMPTS + 1)
+
+    # Then that delivery ends it failed, saying so, without running it again, and frees the campaign
+    stored = raw_import(store, record.import_id)
+    assert (summary.state, stored.state, int(stored.rows_processed)) == ("failed", "failed", 0)
+    assert stored.reason == (
+        f"internal_error: the import stopped {IMPORT_ATTEMPTS} times in a row without finishing "
+        "(timed out, or out of memory); 0 rows were read"
+    )
+    assert raw_lease(store, campaign_id) is None
+    assert stored_phones(store, campaign_id) == []
+
+
+def test_a_run_outside_the_queue_that_fails_hands_the_import_to_the_queue(local_aws, store, campaign_id, monkeypatch):
+    # Given a list added by a command, and a fault that makes its first step fail
+    Refusing(monkeypatch)
+    handed_over: list[tuple[str, int]] = []
+    runner = ImportRunner(store, local_aws, continue_later=lambda import_id, delay: handed_over.append((import_id, delay)))
+    record, _ = runner.register_list(campaign_id, [{"phone": "+1 212 555 0101"}], "by-hand")
+
+    # When the command runs it (no queue delivery behind it) and the step fails
+    with pytest.raises(RuntimeError):
+        runner.run(record.import_id, time_left=lambda: 100.0, margin=10.0)
+
+    # Then the import is handed to the import queue, whose attempts will finish it one way or the other
+    assert handed_over == [(record.import_id, 0)]
+    assert raw_import(store, record.import_id).state == "running"

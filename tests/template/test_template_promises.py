@@ -117,6 +117,19 @@ def test_every_consumed_queue_has_a_dead_letter_queue_with_max_receive_count_of_
         assert int(redrive["maxReceiveCount"]) >= 5, f"{queue_id} gives up after {redrive['maxReceiveCount']}"
 
 
+def test_the_import_queue_delivers_a_step_once_more_than_the_importer_attempts_it(template, functions):
+    # Given the import queue, which carries each step of an import to the import function
+    from smsinvite.importing import IMPORT_ATTEMPTS
+
+    import_events = [props for function_id, _, props in events_of_type(functions, "SQS") if function_id == "ImportFunction"]
+    assert [target_of(props["Queue"]) for props in import_events] == ["ImportQueue"]
+    receives = int(resources_of_type(template, "AWS::SQS::Queue")["ImportQueue"]["RedrivePolicy"]["maxReceiveCount"])
+
+    # Then the delivery after the importer's last attempt still reaches it, and ends the import
+    # (failed, with a reason, the campaign's lease released), rather than the dead-letter queue
+    assert receives == IMPORT_ATTEMPTS + 1, f"ImportQueue maxReceiveCount {receives}, IMPORT_ATTEMPTS {IMPORT_ATTEMPTS}"
+
+
 def test_every_queue_is_either_a_dead_letter_queue_or_redrives_to_one(template, functions):
     # Given every queue in the template
     queues = resources_of_type(template, "AWS::SQS::Queue")

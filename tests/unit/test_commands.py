@@ -105,3 +105,37 @@ def test_an_unknown_command_names_the_known_ones():
         parse_command({"command": "launch_rockets"})
     assert "create_campaign" in refused.value.details[0]
     assert "approve" in refused.value.details[0]
+
+
+# ------------------------------------------------------------------------------------------ sizes
+def test_add_recipients_refuses_an_entry_too_large_to_store_and_names_it():
+    # Given a list whose second entry carries a 500 KB attribute, and a third whose phone is 70 KB
+    command = {
+        "command": "add_recipients", "campaign_id": "spring-nps",
+        "recipients": [{"phone": "+14155552671", "notes": "fits " * 10_000}, {"phone": "+14155552672", "notes": "n" * 500_000},
+                       {"phone": "1" * 70_000}],
+    }
+
+    # When it is parsed, it is refused whole, naming each entry too large, its largest value and the limit
+    with pytest.raises(InvalidInput) as refused:
+        parse_command(command)
+    problems = " | ".join(refused.value.details)
+    assert "entry 1 takes 500027 bytes (notes: 500000); an entry may take up to 65536" in problems
+    assert "entry 2 takes 70009 bytes (phone: 70000)" in problems
+    assert "entry 0" not in problems
+
+
+def test_add_recipients_refuses_attribute_names_that_would_make_a_header_too_large():
+    # Given 10,000 entries that each bring an attribute of their own name (a header of 10,000 columns)
+    entries = [{"phone": f"+1415555{i:04d}", f"attribute number {i:05d}": "x"} for i in range(10_000)]
+
+    # When it is parsed, it is refused: every row would carry every name
+    with pytest.raises(InvalidInput) as refused:
+        parse_command({"command": "add_recipients", "campaign_id": "spring-nps", "recipients": entries})
+    assert any("attribute names take" in problem and "65536" in problem for problem in refused.value.details)
+
+
+def test_subscribe_refuses_an_entry_too_large_to_store():
+    with pytest.raises(InvalidInput) as refused:
+        parse_command({"command": "subscribe", "list_id": "news", "people": [{"phone": "+14155552671", "bio": "b" * 500_000}]})
+    assert "entry 0 takes 500025 bytes (bio: 500000); an entry may take up to 65536" in " | ".join(refused.value.details)

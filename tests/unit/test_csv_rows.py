@@ -1,8 +1,15 @@
 """Reading CSVs people really export: encodings, delimiters, quoting, headers in several languages."""
 
-import pytest
+import csv
+import io
+import time
+import tracemalloc
 
-from smsinvite.csv_rows import CsvFileError, field_name, read_rows
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smsinvite.csv_rows import CsvFileError, CsvGap, field_name, read_rows
 
 
 def chunked(data: bytes, size: int = 7):
@@ -174,14 +181,168 @@ def test_an_unterminated_quote_at_the_end_swallows_the_rest_into_one_field():
     assert [r.phone for r in rows] == ["+14155552671", "+14155552672,Ben\n+14155552673,Cy\n"]
 
 
-def test_an_unterminated_quote_with_a_large_rest_is_a_plain_malformed_csv_error():
-    # Given an opening quote that never closes, followed by more than csv's field limit (128 KiB)
+def test_an_unterminated_quote_with_a_large_rest_is_one_row_too_large():
+    # Given an opening quote that never closes, followed by more than a row may hold (and csv's 128 KiB field limit)
     data = b'phone,name\n+14155552671,Ana\n"+14155552672,' + b"x" * (200 * 1024) + b"\n"
 
-    # When it is read, the first row comes out, then a file-level error names the row
-    rows = read_rows(chunked(data, 64 * 1024))
-    assert next(rows).phone == "+14155552671"
+    # When it is read, the first row comes out, then the rest of the file as one row too large to keep
+    rows = list(read_rows(chunked(data, 64 * 1024)))
+    assert [(r.number, r.phone, r.too_large) for r in rows] == [(1, "+14155552671", False), (2, "", True)]
+    assert rows[-1].end_offset == len(data)
+
+
+# ------------------------------------------------------------------------------- rows and lines too large
+def lazy_chunks(*parts: tuple[bytes, int], size: int = 256 * 1024):
+    """The bytes of `parts` (each repeated n times) in chunks, generated as they are read, as S3 streams them."""
+    buffer = b""
+    for piece, times in parts:
+        for _ in range(times):
+            buffer += piece
+            while len(buffer) >= size:
+                yield buffer[:size]
+                buffer = buffer[size:]
+    if buffer:
+        yield buffer
+
+
+def test_a_row_over_the_size_limit_is_marked_too_large_and_the_rows_after_it_are_read():
+    # Given a 500 KB row (five 100 KB columns, each under csv's field limit) between good rows
+    big = ",".join(["y" * 100_000] * 5)
+    data = f"phone,a,b,c,d,e\n+14155552671,1,2,3,4,5\n+14155552672,{big}\n+14155552673,1,2,3,4,5\n".encode()
+
+    # When it is read in 64 KiB chunks
+    rows = list(read_rows(chunked(data, 64 * 1024)))
+
+    # Then the big row is one row, marked too large and holding nothing; the rows around it are whole
+    assert [(r.number, r.phone, r.too_large) for r in rows] == [
+        (1, "+14155552671", False), (2, "", True), (3, "+14155552673", False),
+    ]
+    assert rows[1].fields == {} and rows[2].fields == {"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}
+    assert rows[1].end_offset == data.index(b"+14155552673")
+
+
+def test_a_quoted_row_over_the_limit_is_skipped_to_where_its_quotes_close():
+    # Given a row whose quoted field runs over several lines, with quotes and separators inside, past the limit
+    data = (
+        b'phone,notes\n+14155552671,short\n'
+        b'+14155552672,"line one, ""quoted""\nline two\n' + b"z" * 300 + b'\nstill quoted, ""x""\nend"\n'
+        b'+14155552673,"after"\n'
+    )
+
+    # When it is read with a limit of 100 bytes a row
+    rows = list(read_rows(chunked(data, 16), max_row_bytes=100))
+
+    # Then the long row is one row too large, and the next row is read where its quotes closed
+    assert [(r.number, r.phone, r.too_large, r.fields) for r in rows] == [
+        (1, "+14155552671", False, {"notes": "short"}),
+        (2, "", True, {}),
+        (3, "+14155552673", False, {"notes": "after"}),
+    ]
+
+
+def test_a_header_line_over_the_size_limit_is_a_plain_file_error():
+    # Given a header line over 128 KiB (csv's own field limit), so no row could be stored with its names
+    data = b"phone," + b"h" * (140 * 1024) + b"\n+14155552671,x\n"
+
+    # When it is read, the file fails with a reason an operator can act on
     with pytest.raises(CsvFileError) as failed:
-        next(rows)
-    assert failed.value.reason == "malformed_csv"
-    assert failed.value.message.startswith("row 2 cannot be parsed as CSV")
+        list(read_rows(chunked(data, 64 * 1024)))
+    assert failed.value.reason == "header_too_large"
+    assert failed.value.message == "the header line is over 65536 bytes"
+
+
+def test_a_long_line_without_a_newline_is_read_in_memory_bounded_by_the_row_limit():
+    # Given a good row, then a 16 MB line with no newline, streamed in 256 KiB chunks
+    chunks = lazy_chunks((b"phone,name\n+14155552671,Ana\n", 1), (b"x" * 1024, 16 * 1024))
+
+    # When it is read
+    tracemalloc.start()
+    try:
+        rows = list(read_rows(chunks))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # Then the line is one row too large, and what the reader held never grew with the line
+    assert [(r.number, r.too_large) for r in rows] == [(1, False), (2, True)]
+    assert peak < 3 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_reading_time_grows_linearly_with_the_length_of_a_line():
+    # Given lines without a newline of 2 MB and of 16 MB (eight times longer)
+    def seconds(megabytes: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            chunks = list(lazy_chunks((b"phone\n", 1), (b"x" * 1024, megabytes * 1024)))
+            started = time.perf_counter()
+            rows = list(read_rows(iter(chunks)))
+            best = min(best, time.perf_counter() - started)
+            assert [r.too_large for r in rows] == [True]
+        return best
+
+    # When each is read (the best of three runs, against a shared machine's noise)
+    short, long = seconds(2), seconds(16)
+
+    # Then eight times the bytes take about eight times as long (a quadratic reader takes 64 times)
+    assert long / short < 20, f"2 MB: {short:.3f} s, 16 MB: {long:.3f} s"
+
+
+def test_blank_lines_are_reported_as_gaps_so_a_reader_can_save_its_place():
+    # Given a million blank lines (some CRLF, some with spaces) between two rows
+    data = b"phone\n+14155552671\n" + b"\n" * 500_000 + b"  \r\n" * 100_000 + b"\r\n" * 200_000 + b"+14155552672\n"
+
+    # When it is read asking for a gap every 64 KiB of blank lines
+    items = list(read_rows(chunked(data, 256 * 1024), gap_bytes=64 * 1024))
+
+    # Then gaps come between the rows, each further on, and the rows are the same as without gaps
+    gaps = [item for item in items if isinstance(item, CsvGap)]
+    rows = [item for item in items if not isinstance(item, CsvGap)]
+    assert rows == list(read_rows(chunked(data, 256 * 1024)))
+    assert items[0] == rows[0] and items[-1] == rows[1]
+    offsets = [gap.end_offset for gap in gaps]
+    assert len(gaps) >= 5 and offsets == sorted(set(offsets))
+    assert rows[0].end_offset < offsets[0] and offsets[-1] <= data.index(b"+14155552672")
+
+
+# ------------------------------------------------------------------------------- the limit, as a property
+_TEXT = st.text(alphabet='ab,;"\r\n \u00e9', max_size=40)
+
+
+def _lines(draw_fields: list[list[str]], raw: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for fields, junk in zip(draw_fields, raw, strict=False):  # junk after some of the records
+        writer.writerow(fields)
+        buffer.write(junk)  # stray quotes, bare CRs, blank lines: what people's files hold
+    return buffer.getvalue()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=st.lists(st.lists(_TEXT, min_size=1, max_size=4), min_size=1, max_size=12),
+    junk=st.lists(st.sampled_from(["", "", "\n", "\r\n\r\n", "\r", 'x"y\n', '"', 'a,"b\n', "  \n"]), min_size=12, max_size=12),
+    limit=st.integers(min_value=1, max_value=120),
+    chunk=st.integers(min_value=1, max_value=50),
+)
+def test_a_size_limit_changes_no_row_that_fits_and_cuts_no_row_in_two(records, junk, limit, chunk):
+    # Given any file (good CSV with junk between records), and the same file read without a real limit
+    header = "phone,x,y\r\n"
+    data = (header + _lines(records, junk)).encode()
+    layouts = []
+    whole = list(read_rows([data], max_row_bytes=1 << 20, on_layout=layouts.append))
+
+    # When its rows are read in chunks of any size with a small limit (resumed after the header, as a
+    # continuation reads them, so the limit applies to the rows alone)
+    start = layouts[0].data_offset
+    limited = list(read_rows(chunked(data[start:], chunk), resume=layouts[0], start_offset=start, max_row_bytes=limit))
+
+    # Then the rows are the same rows, ending at the same bytes; a row is only marked when it took more than
+    # the limit, and every row not marked is exactly as it was
+    assert [(r.number, r.end_offset) for r in limited] == [(r.number, r.end_offset) for r in whole]
+    previous_end = len(header)
+    for cut, full in zip(limited, whole, strict=True):
+        if cut.too_large:
+            assert full.end_offset - previous_end > limit
+        else:
+            assert cut == full
+        previous_end = full.end_offset

@@ -3,7 +3,8 @@
 DynamoDB may return UnprocessedKeys / UnprocessedItems, or refuse a call with a throttling error;
 both are retried with exponential backoff and jitter, so a throttled table slows an import down
 but never drops a row. After `max_attempts` the error is raised: the caller's checkpoint makes the
-retry of the whole chunk safe.
+retry of the whole chunk safe. DynamoDB refuses a whole batch for one item over its 400 KB limit;
+such an item is left out and named, and the rest of its batch is written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from smsinvite import aws_clients
 
 GET_BATCH = 100
 WRITE_BATCH = 25
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item limit, names and values included
 THROTTLING_CODES = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded", "InternalServerError"}
 )
@@ -72,23 +74,37 @@ class DynamoBatches:
                     break
         return found
 
-    def put(self, model: type[Model], items: Iterable[dict]) -> int:
-        """Write every item (DynamoDB JSON, see tables.raw_item) to the model's table, overwriting."""
+    def put(self, model: type[Model], items: Iterable[dict]) -> set[int]:
+        """Write every item (DynamoDB JSON, see tables.raw_item) to the model's table, overwriting.
+
+        Returns the positions (in `items`) of those DynamoDB refused as larger than an item may be;
+        every other item is written.
+        """
         table = model.Meta.table_name
-        requests = [{"PutRequest": {"Item": item}} for item in items]
-        written = 0
-        if requests:
-            for start in range(0, len(requests), WRITE_BATCH):
-                pending = {table: requests[start : start + WRITE_BATCH]}
-                for attempt in self._attempts():
-                    response = self._call(self.client.batch_write_item, RequestItems=pending)
-                    if response is None:
-                        continue
-                    pending = response.get("UnprocessedItems") or {}
-                    if not pending:
-                        break
-                written += len(requests[start : start + WRITE_BATCH])
-        return written
+        items = list(items)
+        refused: set[int] = set()
+        for start in range(0, len(items), WRITE_BATCH):
+            refused |= self._write(table, items, range(start, min(start + WRITE_BATCH, len(items))))
+        return refused
+
+    def _write(self, table: str, items: list[dict], positions: Sequence[int]) -> set[int]:
+        if not positions:
+            return set()
+        pending = {table: [{"PutRequest": {"Item": items[i]}} for i in positions]}
+        try:
+            for attempt in self._attempts():
+                response = self._call(self.client.batch_write_item, RequestItems=pending)
+                if response is None:
+                    continue
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    return set()
+        except ClientError as error:
+            too_large = {i for i in positions if item_size(items[i]) > MAX_ITEM_BYTES}
+            if error.response.get("Error", {}).get("Code") != "ValidationException" or not too_large:
+                raise
+            return too_large | self._write(table, items, [i for i in positions if i not in too_large])
+        return set()
 
     def _attempts(self):
         for attempt in range(self.max_attempts):
@@ -106,3 +122,27 @@ class DynamoBatches:
             if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
                 return None  # the whole call was refused: retry it after the backoff
             raise
+
+
+def item_size(item: dict) -> int:
+    """The bytes DynamoDB counts for an item in its JSON (names and values, UTF-8, with map and list overhead;
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: dict) -> int:
+    (kind, data), = value.items()
+    if kind == "S":
+        return len(data.encode())
+    if kind == "N":
+        digits = data.lstrip("-").replace(".", "").strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(len(name.encode()) + _value_size(element) + 1 for name, element in data.items())
+    if kind == "L":
+        return 3 + sum(_value_size(element) + 1 for element in data)
+    if kind == "SS":
+        return sum(len(element.encode()) for element in data)
+    return len(data) if isinstance(data, (bytes, str)) else sum(len(str(element)) for element in data)

@@ -16,7 +16,7 @@ from smsinvite.codes import DEFAULT_LENGTH, CodeSettings, CodeSource, InvalidCod
 from smsinvite.errors import InvalidInput, NotFound
 from smsinvite.erasure import Erasure
 from smsinvite.exports import CampaignReport, export_ledger, export_recipients
-from smsinvite.importing import ImportRunner, ImportSummary
+from smsinvite.importing import ImportRunner, ImportSummary, list_problems
 from smsinvite.lifecycle import CampaignLifecycle
 from smsinvite.messages import TemplateError, validate_template
 from smsinvite.phones import InvalidPhone, normalise
@@ -24,6 +24,7 @@ from smsinvite.preparation import Preparer
 from smsinvite.queues import Queue
 from smsinvite.reminders import ReminderPlan, Reminders, plan_rounds
 from smsinvite.settings import Settings
+from smsinvite.sizes import oversized
 from smsinvite.store import Store, utcnow
 from smsinvite.subscriptions import SubscriptionLists
 from smsinvite.tables import CampaignRecord
@@ -269,6 +270,15 @@ class AddRecipients(_Command):
             raise ValueError(f"every recipient needs a 'phone'; missing at index {shown}")
         return entries
 
+    @field_validator("recipients")
+    @classmethod
+    def _each_fits(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # As the import would find them, before the list is written anywhere.
+        problems = list_problems(entries)
+        if problems:
+            raise ValueError(_listed(problems))
+        return entries
+
 
 class AddPanel(_Command):
     campaign_id: str = Field(pattern=_ID)
@@ -363,6 +373,20 @@ class Subscribe(_Command):
         if missing:
             raise ValueError(f"every entry needs a 'phone'; missing at index {', '.join(map(str, missing[:10]))}")
         return entries
+
+    @field_validator("people")
+    @classmethod
+    def _each_fits(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        problems = oversized(entries)
+        if problems:
+            raise ValueError(_listed(problems))
+        return entries
+
+
+def _listed(problems: list[str]) -> str:
+    """At most ten problems of a long list, and how many more."""
+    more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return "; ".join(problems[:10]) + more
 
 
 class Unsubscribe(_Command):

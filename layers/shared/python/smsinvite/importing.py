@@ -5,7 +5,8 @@ command, or a panel's members). It runs in chunks: each chunk is checked and wri
 then a checkpoint saves the position, the counts and the chunk's rejected rows in one conditional
 transaction. A cut-off invocation is resumed from its last checkpoint by a fresh one; rows written
 after that checkpoint are recognised as this import's own (same import id and row), so the counts
-come out exact whatever the cut.
+come out exact whatever the cut. A row too large to store is rejected alone, and an import ends
+`completed` or `failed` whatever its file holds and whatever stops its runs.
 """
 
 from __future__ import annotations
@@ -26,20 +27,30 @@ from pynamodb.transactions import TransactWrite
 
 from smsinvite.batches import DynamoBatches
 from smsinvite.campaigns import OPEN_FOR_IMPORTS, CampaignState
-from smsinvite.csv_rows import CODE_HEADERS, COUNTRY_HEADERS, CsvFileError, CsvLayout, field_name, read_rows
+from smsinvite.csv_rows import CODE_HEADERS, COUNTRY_HEADERS, CsvFileError, CsvGap, CsvLayout, field_name, read_rows
 from smsinvite.errors import NotFound
 from smsinvite.object_store import ObjectMissing, csv_bytes, object_chunks, put_csv
 from smsinvite.observability import logger
 from smsinvite.phones import InvalidPhone, LineType, Phone, normalise
 from smsinvite.queues import Queue
-from smsinvite.reports import Rejected, RejectedRowsReport, batched
+from smsinvite.reports import Rejected, RejectedRowsReport
 from smsinvite.settings import Settings
+from smsinvite.sizes import MAX_ROW_BYTES, attributes_size, oversized
 from smsinvite.consent import ConsentEvent, ConsentSource, SuppressionReason
 from smsinvite.status import Status
 from smsinvite.store import Store, _is_condition_failure, count_shard, recipient_id_for, utcnow
 from smsinvite.tables import CampaignRecord, ImportRecord, raw_item
 
 CHUNK_ROWS = 100
+# A chunk also ends after this much of the file, so blank lines and rows too large still come in chunks.
+CHUNK_BYTES = 256 * 1024
+# The reader reports a stretch of blank lines this long, so that it counts towards a chunk.
+GAP_BYTES = 64 * 1024
+# Deliveries of one step of an import from the import queue (ApproximateReceiveCount): one less than
+# ImportQueue's maxReceiveCount in template.yaml, so that the delivery after the last attempt, rather
+# than the dead-letter queue, ends an import whose runs all died.
+IMPORT_ATTEMPTS = 4
+ROW_TOO_LARGE = "row_too_large"
 # Lists entered by hand are kept here as CSVs; the prefix triggers nothing.
 MANUAL_PREFIX = "commands/recipients/"
 LEASE_SECONDS = 420  # longer than the import function's timeout: a dead holder's lease runs out
@@ -163,6 +174,20 @@ class Row:
     country: str | None
     fields: dict[str, str]
     position: str  # where a resumed import starts after this row
+    size: int = 0  # bytes it took in the file, with the blank lines before it (0 for a panel's members)
+    too_large: bool = False  # over MAX_ROW_BYTES in the file: nothing of it was kept
+
+    def fits(self) -> bool:
+        """Whether it can be stored: its attributes, as DynamoDB counts them, are within MAX_ROW_BYTES."""
+        return not self.too_large and attributes_size(self.fields) <= MAX_ROW_BYTES
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Blank lines and no row: only a position, so a file of blank lines still moves on."""
+
+    position: str
+    size: int
 
 
 @dataclass
@@ -174,6 +199,34 @@ class ChunkResult:
     def reject(self, row: Row, reason: str) -> None:
         self.outcomes[reason] += 1
         self.rejected.append(Rejected(row.number, row.value, reason))
+
+
+def chunks_of(items: Iterator[Row | Gap]) -> Iterator[list[Row | Gap]]:
+    """Rows (and gaps) in chunks of CHUNK_ROWS rows or CHUNK_BYTES of the file, whichever comes first."""
+    chunk: list[Row | Gap] = []
+    rows = size = 0
+    for item in items:
+        chunk.append(item)
+        rows += isinstance(item, Row)
+        size += item.size
+        if rows >= CHUNK_ROWS or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, rows, size = [], 0, 0
+    if chunk:
+        yield chunk
+
+
+def process_chunk(sink, chunk: list[Row | Gap]) -> ChunkResult:
+    """A chunk's rows through the sink, but for those too large to store: each of those is rejected alone."""
+    fit: list[Row] = []
+    too_large: list[Row] = []
+    for item in chunk:
+        if isinstance(item, Row):
+            (fit if item.fits() else too_large).append(item)
+    result = sink.process(fit) if fit else ChunkResult()
+    for row in too_large:
+        result.reject(row, ROW_TOO_LARGE)
+    return result
 
 
 # ---------------------------------------------------------------------------------------- sinks
@@ -232,7 +285,7 @@ class RecipientSink:
         existing = {r.recipient_id: r for r in self.batches.get(recipients, [(campaign_id, rid) for rid in candidates])}
         suppressed = self.store.suppressed_among(self.batches, {p.e164 for _, p in candidates.values()})
         now = utcnow()
-        new = []
+        counted, new, items = [], [], []
         for recipient_id, (row, phone) in candidates.items():
             earlier = existing.get(recipient_id)
             if earlier is not None and not written_by(earlier, self.import_id, row):
@@ -241,29 +294,36 @@ class RecipientSink:
             if earlier is not None:
                 # Counted as it was written, whatever happened to it since (the counters agree).
                 marked = earlier.failure_reason == "suppressed_at_import"
-                status = Status.SKIPPED_OPTED_OUT if marked else Status.IMPORTED
-            else:
-                status = Status.SKIPPED_OPTED_OUT if phone.e164 in suppressed else Status.IMPORTED
-                new.append(
-                    raw_item(
-                        recipients,
-                        campaign_id=campaign_id,
-                        recipient_id=recipient_id,
-                        phone=phone.e164,
-                        region=phone.region,
-                        line_type=phone.line_type.value,
-                        fields=row.fields,
-                        status=status.value,
-                        status_rank=status.rank,
-                        failure_reason="suppressed_at_import" if status is Status.SKIPPED_OPTED_OUT else None,
-                        import_id=self.import_id,
-                        row_number=row.number,
-                        updated_at=now,
-                    )
+                counted.append((recipient_id, Status.SKIPPED_OPTED_OUT if marked else Status.IMPORTED))
+                continue
+            status = Status.SKIPPED_OPTED_OUT if phone.e164 in suppressed else Status.IMPORTED
+            new.append((recipient_id, row, status))
+            items.append(
+                raw_item(
+                    recipients,
+                    campaign_id=campaign_id,
+                    recipient_id=recipient_id,
+                    phone=phone.e164,
+                    region=phone.region,
+                    line_type=phone.line_type.value,
+                    fields=row.fields,
+                    status=status.value,
+                    status_rank=status.rank,
+                    failure_reason="suppressed_at_import" if status is Status.SKIPPED_OPTED_OUT else None,
+                    import_id=self.import_id,
+                    row_number=row.number,
+                    updated_at=now,
                 )
+            )
+        refused = self.batches.put(recipients, items)
+        for index, (recipient_id, row, status) in enumerate(new):
+            if index in refused:
+                result.reject(row, ROW_TOO_LARGE)
+            else:
+                counted.append((recipient_id, status))
+        for recipient_id, status in counted:
             result.outcomes["suppressed" if status is Status.SKIPPED_OPTED_OUT else "imported"] += 1
             result.status_deltas[(count_shard(recipient_id), status)] += 1
-        self.batches.put(recipients, new)
         return result
 
 
@@ -278,22 +338,28 @@ class PanelSink:
         candidates = screen_phones(rows, self.region, result)
         panels = self.store.t.panels
         existing = {m.phone: m for m in self.batches.get(panels, [(self.panel_id, e164) for e164 in candidates])}
-        new = []
+        new, items = [], []
         for e164, (row, phone) in candidates.items():
             earlier = existing.get(e164)
             if earlier is not None and not written_by(earlier, self.import_id, row):
                 result.reject(row, "duplicate")
-                continue
-            result.outcomes["imported"] += 1
-            if earlier is None:
-                new.append(
+            elif earlier is not None:
+                result.outcomes["imported"] += 1
+            else:
+                new.append(row)
+                items.append(
                     raw_item(
                         panels, panel_id=self.panel_id, phone=e164, region=phone.region,
                         line_type=phone.line_type.value, fields=row.fields, import_id=self.import_id,
                         row_number=row.number,
                     )
                 )
-        self.batches.put(panels, new)
+        refused = self.batches.put(panels, items)
+        for index, row in enumerate(new):
+            if index in refused:
+                result.reject(row, ROW_TOO_LARGE)
+            else:
+                result.outcomes["imported"] += 1
         return result
 
 
@@ -384,8 +450,9 @@ class SuppressionSink:
 
 
 # ---------------------------------------------------------------------------------------- sources
-def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | None = None) -> Iterator[Row]:
-    """Rows of the upload from the record's position, saving the layout on the record when first read."""
+def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | None = None) -> Iterator[Row | Gap]:
+    """Rows of the upload from the record's position (and gaps in long stretches of blank lines),
+    saving the layout on the record when first read."""
     offset = int(record.position or 0)
     layout = CsvLayout.from_dict(json.loads(record.layout)) if record.layout else None
     if layout is not None and offset == 0:
@@ -402,16 +469,21 @@ def csv_rows_from_s3(record: ImportRecord, *, key_headers: tuple[str, ...] | Non
         except ObjectMissing:
             raise CsvFileError("object_missing", "the file was deleted before it could be read") from None
 
-    for row in read_rows(
+    for item in read_rows(
         guarded(chunks),
         phone_column=record.phone_column,
         resume=layout,
         start_offset=offset,
         start_row=int(record.rows_processed),
         on_layout=remember,
+        gap_bytes=GAP_BYTES,
         **options,
     ):
-        yield Row(row.number, row.phone, row.country, row.fields, str(row.end_offset))
+        size, offset = item.end_offset - offset, item.end_offset
+        if isinstance(item, CsvGap):
+            yield Gap(str(item.end_offset), size)
+        else:
+            yield Row(item.number, item.phone, item.country, item.fields, str(item.end_offset), size, item.too_large)
 
 
 def rows_from_members(store: Store, source: str, group_id: str, after_phone: str | None, start_row: int) -> Iterator[Row]:
@@ -537,10 +609,43 @@ class ImportRunner:
         return True
 
     # --------------------------------------------------------------- running
-    def run(self, import_id: str, *, time_left: Callable[[], float], margin: float) -> ImportSummary:
+    def run(
+        self, import_id: str, *, time_left: Callable[[], float], margin: float, attempt: int = 0
+    ) -> ImportSummary:
+        """Run the import from its last checkpoint until it is done or the invocation's time runs low.
+
+        `attempt` counts the import queue's deliveries of this step (ApproximateReceiveCount); 0 when a
+        command or a prepare runs it. However its runs fail, the import ends: an unexpected error is
+        retried by the queue (a run outside the queue hands the import to it), the error of the last
+        attempt ends it `failed`, and a delivery after the last attempt (each run before it died, as a
+        timed-out or out-of-memory invocation does) ends it `failed` without running it again.
+        """
         record = self.store.t.imports.get(import_id, consistent_read=True)
         if ImportState(record.state).is_final:
             return ImportSummary.of(record)
+        if attempt > IMPORT_ATTEMPTS:
+            self._finish(record, ImportState.FAILED, reason=(
+                f"internal_error: the import stopped {IMPORT_ATTEMPTS} times in a row without finishing "
+                f"(timed out, or out of memory); {int(record.rows_processed)} rows were read"
+            ))
+            return ImportSummary.of(record)
+        try:
+            return self._run(record, time_left, margin)
+        except Exception as error:
+            kind = _kind_of(error)
+            logger.warning("import step failed", extra={"import_id": import_id, "attempt": attempt, "error": kind})
+            if attempt >= IMPORT_ATTEMPTS:
+                self._finish(record, ImportState.FAILED, reason=(
+                    f"internal_error: the import stopped on an unexpected error ({kind}) {attempt} times in a row; "
+                    f"{int(record.rows_processed)} rows were read"
+                ))
+                return ImportSummary.of(record)
+            if attempt == 0:
+                self.continue_later(import_id, 0)  # the queue's attempts take it from here
+            raise
+
+    def _run(self, record: ImportRecord, time_left: Callable[[], float], margin: float) -> ImportSummary:
+        import_id = record.import_id
         try:
             sink = self._sink(record)
         except CsvFileError as error:
@@ -557,10 +662,15 @@ class ImportRunner:
             return ImportSummary.of(record)
 
         progress = _Progress(record)
+        settings = self.settings
         try:
-            for chunk in batched(self._rows(record), CHUNK_ROWS):
-                progress.add(sink.process(chunk), chunk[-1])
-                if progress.rows_since_checkpoint >= self.settings.import_checkpoint_rows or time_left() < margin:
+            for chunk in chunks_of(self._rows(record)):
+                progress.add(process_chunk(sink, chunk), chunk)
+                if (
+                    progress.rows_since_checkpoint >= settings.import_checkpoint_rows
+                    or progress.bytes_since_checkpoint >= settings.import_checkpoint_bytes
+                    or time_left() < margin
+                ):
                     if not self._checkpoint(record, progress):
                         return ImportSummary.of(record)  # a duplicate delivery of this import got there first
                     if time_left() < margin:
@@ -595,7 +705,7 @@ class ImportRunner:
             return TokenSink(self.store, self.batches, record.campaign_id, record.import_id)
         return SuppressionSink(self.store, self.batches, record.import_id, self.settings.default_region)
 
-    def _rows(self, record: ImportRecord) -> Iterator[Row]:
+    def _rows(self, record: ImportRecord) -> Iterator[Row | Gap]:
         if record.source in ("panel", "list"):
             return rows_from_members(self.store, record.source, record.panel_id, record.position, int(record.rows_processed))
         key_headers = CODE_HEADERS if record.kind == ImportKind.TOKENS.value else None
@@ -686,7 +796,14 @@ class ImportRunner:
         for attribute, value in ((imports.reason, reason), (imports.warning, warning), (imports.report_key, report_key)):
             if value:
                 actions.append(attribute.set(value))
-        record.update(actions=actions)
+        try:
+            # Once final, it stays as it ended: a racing run of the same import may have finished it first.
+            record.update(actions=actions, condition=imports.state == ImportState.RUNNING.value)
+        except UpdateError as error:
+            if not _is_condition_failure(error):
+                raise
+            record.refresh(consistent_read=True)
+            return
         logger.info("import finished", extra={"import_id": record.import_id, "state": state.value, "reason": reason})
 
     def _report(self, record: ImportRecord) -> RejectedRowsReport:
@@ -733,7 +850,11 @@ _COUNTRY_KEYS = frozenset(field_name(h) for h in COUNTRY_HEADERS)
 
 
 def _list_as_csv(entries: list[dict]) -> bytes:
-    """phone, country, then every attribute any entry has, in first-seen order.
+    return csv_bytes(_list_rows(entries))
+
+
+def _list_rows(entries: list[dict]) -> list[list[str]]:
+    """phone, country, then every attribute any entry has, in first-seen order: the header, then a row each.
 
     Keys are matched by the name a CSV header would get (`field_name`), as the command's validator
     matches "phone" in any case: "Phone" is the phone, "Country" (or "region", "land"...) the
@@ -753,11 +874,40 @@ def _list_as_csv(entries: list[dict]) -> bytes:
                 row[name] = text
         rows.append(row)
     columns = list(names)
-    return csv_bytes([columns] + [[row.get(c, "") for c in columns] for row in rows])
+    return [columns] + [[row.get(c, "") for c in columns] for row in rows]
+
+
+def list_problems(entries: list[dict]) -> list[str]:
+    """What in a list entered by hand the import would refuse as too large, found before anything is
+    written: an entry over the limit, or a list whose attribute names (a column each, in every row)
+    make the header or a row over it."""
+    problems = oversized(entries)
+    header, *rows = _list_rows(entries)
+    names = len(csv_bytes([header]))
+    if names > MAX_ROW_BYTES:
+        problems.append(f"the entries' attribute names take {names} bytes together; they may take up to {MAX_ROW_BYTES}")
+        return problems
+    for index, row in enumerate(rows):
+        size = len(csv_bytes([row]))
+        if size > MAX_ROW_BYTES and attributes_size(entries[index]) <= MAX_ROW_BYTES:
+            problems.append(
+                f"entry {index} takes {size} bytes as a row of the list (a column for each attribute of the list); "
+                f"a row may take up to {MAX_ROW_BYTES}"
+            )
+    return problems
 
 
 def _lease_until() -> int:
     return int(time.time()) + LEASE_SECONDS
+
+
+def _kind_of(error: Exception) -> str:
+    """What went wrong, safe to keep and show: the exception's type and AWS's error code, never its text."""
+    response = getattr(error, "response", None)
+    code = getattr(error, "cause_response_code", None) or (
+        response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    )
+    return f"{type(error).__name__} {code}" if code else type(error).__name__
 
 
 class _Progress:
@@ -769,14 +919,16 @@ class _Progress:
 
     def reset(self) -> None:
         self.rows_since_checkpoint = 0
+        self.bytes_since_checkpoint = 0
         self.outcomes: Counter = Counter()
         self.status_deltas: Counter = Counter()
         self.rejected: list[Rejected] = []
 
-    def add(self, result: ChunkResult, last: Row) -> None:
+    def add(self, result: ChunkResult, chunk: list[Row | Gap]) -> None:
         self.rows_since_checkpoint += sum(result.outcomes.values())
+        self.bytes_since_checkpoint += sum(item.size for item in chunk)
         self.outcomes += result.outcomes
         self.status_deltas += result.status_deltas
         self.rejected.extend(result.rejected)
-        self.position = last.position
+        self.position = chunk[-1].position
 

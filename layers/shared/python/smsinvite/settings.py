@@ -125,8 +125,9 @@ class Settings:
     dispatch_page_size: int = 100
     # Uploads larger than this are refused whole, before a row is read.
     max_import_bytes: int = 1024**3
-    # An import saves its position, counts and rejected rows every this many rows.
+    # An import saves its position, counts and rejected rows every this many rows, or this many bytes of the file.
     import_checkpoint_rows: int = 1000
+    import_checkpoint_bytes: int = 8 * 1024**2
     # Region for numbers without a country code in files that belong to no campaign (suppressions, panels).
     default_region: str = "US"
     # Price of one SMS segment by destination country (ISO code), "*" for the rest: the preview's estimate.
@@ -210,6 +211,7 @@ class Settings:
             dispatch_page_size=number("DISPATCH_PAGE_SIZE", "100"),
             max_import_bytes=number("MAX_IMPORT_BYTES", str(1024**3)),
             import_checkpoint_rows=number("IMPORT_CHECKPOINT_ROWS", "1000"),
+            import_checkpoint_bytes=number("IMPORT_CHECKPOINT_BYTES", str(8 * 1024**2)),
             default_region=(env.get("DEFAULT_REGION", "").strip() or "US").upper(),
             prices_per_segment=_prices(env.get("PRICE_PER_SEGMENT", "").strip() or json.dumps(DEFAULT_PRICES), problems),
             price_currency=(env.get("PRICE_CURRENCY", "").strip() or "USD").upper(),
