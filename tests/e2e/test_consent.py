@@ -258,7 +258,7 @@ def test_a_campaign_audience_takes_a_lists_active_subscribers_filtered_by_rules(
     command(stack, {"command": "subscribe", "list_id": list_id, "people": [
         {"phone": gold, "tier": "gold"}, {"phone": silver, "tier": "silver"}, {"phone": pending, "tier": "gold"}]})
     for phone in (gold, silver):
-        wait_for(lambda: stack.twilio.created(to=phone), timeout=30, what="the confirmation SMS")
+        wait_for(lambda phone=phone: stack.twilio.created(to=phone), timeout=30, what="the confirmation SMS")
         inbound(stack, phone, "YES")
 
     # When a campaign takes the list's gold subscribers as its audience and is prepared

@@ -64,7 +64,7 @@ class DynamoBatches:
                     "ConsistentRead": True,
                 }
             }
-            for attempt in self._attempts():
+            for _attempt in self._attempts():
                 response = self._call(self.client.batch_get_item, RequestItems=pending)
                 if response is None:
                     continue
@@ -92,7 +92,7 @@ class DynamoBatches:
             return set()
         pending = {table: [{"PutRequest": {"Item": items[i]}} for i in positions]}
         try:
-            for attempt in self._attempts():
+            for _attempt in self._attempts():
                 response = self._call(self.client.batch_write_item, RequestItems=pending)
                 if response is None:
                     continue
