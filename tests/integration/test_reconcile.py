@@ -238,3 +238,29 @@ def test_a_message_twilio_still_has_no_final_status_for_is_visibly_awaiting_and_
     # Then it is awaiting its final status, the run is complete, and a late callback still moves it on
     assert recipient(store, campaign_id, phone).status == "awaiting_final_status"
     assert completed is not None and completed.state == "completed"
+
+
+def test_resending_the_unresolved_of_a_completed_campaign_reopens_it_and_sends_each_once(
+    store, settings, twilio, sending_campaign, lifecycle
+):
+    # Given a completed campaign whose one recipient ended unresolved
+    from smsinvite.lifecycle import complete_if_done
+
+    phone = a_number()
+    campaign_id = sending_campaign([{"phone": phone}], sender=a_sender(), **ALL_DAY)
+    twilio.faults.next(["503"])
+    send_once(store, settings, twilio, campaign_id, phone)
+    tick(reconciler(store, settings, twilio, RecordingQueue(), at=datetime.now(timezone.utc) + timedelta(hours=11)))
+    campaigns = store.t.campaigns
+    store.change_campaign(campaign_id, [campaigns.dispatch_done.set(1)], campaigns.state == "sending")
+    assert complete_if_done(store, store.campaign(campaign_id)).state == "completed"
+
+    # When the operator resends the unresolved
+    queue = RecordingQueue()
+    answer = lifecycle.resend_unresolved(campaign_id, queue)
+
+    # Then the campaign is sending again (its run not yet counted as completed), and the recipient is sent once
+    reopened = store.campaign(campaign_id)
+    assert (answer["resent"], answer["state"], reopened.state, int(reopened.runs_completed)) == (1, "sending", "sending", 0)
+    assert send_once(store, settings, twilio, campaign_id, phone) is SendOutcome.SENT
+    assert len(creates(twilio, phone)) == 1 and len(queue.sent) == 1

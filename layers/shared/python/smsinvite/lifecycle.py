@@ -116,8 +116,9 @@ def settle_check(store: Store, dispatch_queue: Queue, campaign_id: str, run: int
     counts = store.counts(campaign_id)
     if complete_if_done(store, campaign, counts=counts) is not None:
         return "completed"
-    if run_progress(counts) != "in_flight":
-        return run_progress(counts)  # waiting to send again (an operator's resend): the watchdog's job
+    progress = run_progress(counts)
+    if progress != "in_flight":
+        return progress  # waiting to send again (an operator's resend): the watchdog's job
     if check < SETTLE_MAX_CHECKS:
         _queue_settle_check(dispatch_queue, campaign_id, run, check + 1)
     return "in_flight"
